@@ -1,0 +1,3 @@
+"""CLI commands of the handler part of the library."""
+
+from repurpose.cli._app import cli, convert, verify  # noqa: F401

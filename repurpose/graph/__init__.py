@@ -1,0 +1,24 @@
+"""The serialisable layer graph that imported networks are built from."""
+
+from repurpose.graph import _ops  # noqa: F401  (registers the generic ops)
+from repurpose.graph._graph import (
+    FORMAT_NAME,
+    GraphNet,
+    Node,
+    build_op,
+    list_ops,
+    load_graph,
+    register_op,
+    save_graph,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "GraphNet",
+    "Node",
+    "build_op",
+    "list_ops",
+    "load_graph",
+    "register_op",
+    "save_graph",
+]
