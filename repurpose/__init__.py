@@ -16,9 +16,28 @@ from repurpose._version import __version__
 from repurpose import graph
 
 # --- model_handler section ---
+from repurpose.model_handler import ModelHandler, Preprocess
 # --- repurposers section ---
+from repurpose.repurposers import (
+    LogisticRegressionRepurposer,
+    MetaModelRepurposer,
+    MLPRepurposer,
+    Repurposer,
+    SVMRepurposer,
+    list_repurposers,
+    load,
+    register_repurposer,
+)
+from repurpose.repurposers import (
+    EnsembleRepurposer,
+    FineTuneRepurposer,
+    GatedRepurposer,
+    RandomFreezeRepurposer,
+)
 # --- caffe section ---
+from repurpose import caffe
 # --- mxnet section ---
+from repurpose import mxnet
 
 __all__ = [
     "__version__",
@@ -31,7 +50,23 @@ __all__ = [
     "UnsafeFileError",
     "UnsupportedLayerError",
     # --- model_handler names ---
+    "ModelHandler",
+    "Preprocess",
     # --- repurposers names ---
+    "Repurposer",
+    "MetaModelRepurposer",
+    "LogisticRegressionRepurposer",
+    "SVMRepurposer",
+    "MLPRepurposer",
+    "FineTuneRepurposer",
+    "RandomFreezeRepurposer",
+    "GatedRepurposer",
+    "EnsembleRepurposer",
+    "register_repurposer",
+    "list_repurposers",
+    "load",
     # --- caffe names ---
+    "caffe",
     # --- mxnet names ---
+    "mxnet",
 ]

@@ -1,3 +1,68 @@
-"""CLI commands of the caffe part of the library."""
+"""CLI commands of the caffe part of the library: ``convert caffe`` and ``verify caffe``."""
 
-from repurpose.cli._app import cli, convert, verify  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from repurpose.cli._app import CliError, cli, convert, verify  # noqa: F401
+
+__all__ = ["convert_caffe", "verify_caffe"]
+
+
+def _mean_option(value: str | None) -> object:
+    """``--mean`` is a file, or comma-separated per-channel values (BGR for Caffe)."""
+    if value is None or Path(value).exists():
+        return value
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise CliError(f"--mean {value!r} is neither a file nor comma-separated numbers") from None
+
+
+@convert.command("caffe")
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.argument("weights", type=click.Path(dir_okay=False), required=False)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the converted model to.")
+@click.option("--mean", default=None,
+              help="Mean file (.binaryproto/.npy) or per-channel values, e.g. 104,117,123.")
+def convert_caffe(prototxt: str, weights: str | None, output: str, mean: str | None) -> None:
+    """Convert a Caffe model (PROTOTXT [WEIGHTS]) into a self-describing directory."""
+    from repurpose.caffe import handler_from_caffe
+
+    handler = handler_from_caffe(prototxt, weights, mean=_mean_option(mean))
+    path = handler.save(output)
+    click.echo(f"wrote {path} ({len(handler.layer_names)} layers)")
+
+
+@verify.command("caffe")
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.argument("weights", type=click.Path(dir_okay=False))
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="Image to run (default: random input).")
+@click.option("--mean", default=None, help="Mean file or per-channel values (with --image).")
+@click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance.")
+@click.option("--atol", default=1e-5, show_default=True, help="Absolute tolerance.")
+def verify_caffe(prototxt: str, weights: str, image: str | None, mean: str | None,
+                 rtol: float, atol: float) -> None:
+    """Compare every blob of our import of PROTOTXT WEIGHTS with OpenCV's Caffe runtime."""
+    from repurpose.caffe import verify as run_verify
+
+    report = run_verify(prototxt, weights, image=image, mean=_mean_option(mean), rtol=rtol,
+                        atol=atol)
+    width = max([len(r.value) for r in report] + [4])
+    click.echo(f"{'blob'.ljust(width)}  {'layer':<20} {'shape':<20} max_abs_diff")
+    failed = 0
+    for r in report:
+        if r.max_abs_diff is None:
+            verdict, diff = "not in OpenCV", "-"
+        else:
+            verdict, diff = ("ok" if r.ok else "MISMATCH"), f"{r.max_abs_diff:.3g}"
+            failed += not r.ok
+        click.echo(f"{r.value.ljust(width)}  {r.layer:<20} {str(r.shape):<20} {diff}  {verdict}")
+    compared = sum(r.max_abs_diff is not None for r in report)
+    click.echo(f"{compared} blobs compared, {failed} mismatched (rtol={rtol}, atol={atol})")
+    if failed:
+        raise SystemExit(1)

@@ -1,0 +1,31 @@
+"""Import Caffe models (prototxt + caffemodel + mean) as PyTorch graph modules.
+
+>>> import repurpose as rp                                     # doctest: +SKIP
+>>> net = rp.caffe.load_net("deploy.prototxt", "weights.caffemodel")   # doctest: +SKIP
+>>> handler = rp.caffe.handler_from_caffe("deploy.prototxt", "weights.caffemodel",
+...                                       mean="mean.binaryproto")     # doctest: +SKIP
+"""
+
+from repurpose.caffe import _ops  # noqa: F401  (registers the caffe.* graph ops)
+from repurpose.caffe._api import handler_from_caffe
+from repurpose.caffe._convert import load_net
+from repurpose.caffe._layers import (
+    Converted,
+    LayerContext,
+    register_layer,
+    supported_layers,
+)
+from repurpose.caffe._preprocess import load_mean
+from repurpose.caffe._verify import BlobComparison, verify
+
+__all__ = [
+    "load_net",
+    "handler_from_caffe",
+    "load_mean",
+    "verify",
+    "BlobComparison",
+    "register_layer",
+    "supported_layers",
+    "Converted",
+    "LayerContext",
+]

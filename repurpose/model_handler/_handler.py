@@ -1,0 +1,506 @@
+"""The ModelHandler: a non-mutating wrapper for inspecting, editing and reading a network."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import numpy as np
+import torch
+from torch import nn
+
+from repurpose._exceptions import SurgeryError
+from repurpose.graph import GraphNet
+from repurpose.model_handler import _freeze, _io, _surgery
+from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
+from repurpose.model_handler._extract import (
+    POOLINGS,
+    DiskWriter,
+    MemoryWriter,
+    Runner,
+    eval_mode,
+    to_numpy,
+)
+from repurpose.model_handler._layers import LayerIndex, index_layers, module_of
+from repurpose.model_handler._preprocess import Preprocess
+from repurpose.model_handler._summary import Summary, summarize
+
+__all__ = ["ModelHandler"]
+
+Modules = nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module]
+
+
+class ModelHandler:
+    """Wrap a ``torch.nn.Module`` to list, cut, freeze and read its layers.
+
+    The handler never modifies the module it was given: every operation that changes the
+    network returns a new handler with its own copy.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any network. A :class:`repurpose.graph.GraphNet` (what the Caffe and MXNet
+        importers build) is handled through its graph and saves without user code.
+    input_shape : sequence of int, optional
+        Shape of one input *without* the batch axis, e.g. ``(3, 224, 224)``. Used by
+        :meth:`summary`. For a GraphNet it defaults to the graph's declared input shape.
+    preprocess : Preprocess, optional
+        How images are turned into inputs (applied to image folders).
+    device : str or torch.device
+        Where the network runs. If the module is elsewhere, the handler keeps a copy
+        on ``device``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> h = ModelHandler(net, input_shape=(4,))
+    >>> h.layer_names
+    ['0', '1', '2']
+    >>> feats = h.extract(np.zeros((10, 4), np.float32), layers=["1"], progress=False)
+    >>> feats["1"].shape
+    (10, 8)
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: Sequence[int] | None = None,
+        preprocess: Preprocess | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        if preprocess is not None and not isinstance(preprocess, Preprocess):
+            raise TypeError(f"preprocess must be a Preprocess, got {type(preprocess).__name__}")
+        self.device = torch.device(device)
+        self.module = _on_device(module, self.device)
+        if input_shape is None and isinstance(module, GraphNet) and module.input_shapes:
+            input_shape = module.input_shapes[module.input_names[0]][1:]
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.preprocess = preprocess
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelHandler({type(self.module).__name__}, {len(self.layer_names)} layers, "
+            f"input_shape={self.input_shape}, device={str(self.device)!r})"
+        )
+
+    # ----------------------------------------------------------------- layers
+    @cached_property
+    def _index(self) -> LayerIndex:
+        return index_layers(self.module)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in execution order: leaf modules and functional ops.
+
+        For traceable models the functional ops recorded by torch.fx are included, named
+        like torchvision's ``get_graph_node_names`` (``"layer1.0.add"``). For a GraphNet,
+        the graph's node names.
+        """
+        return self._index.names
+
+    @property
+    def layer_types(self) -> dict[str, str]:
+        """``{layer name: type}``: the module class name (``"Conv2d"``) or the op
+        (``"operator.add"``, ``"torch.flatten"``, ``"Tensor.view"``)."""
+        return {layer.name: layer.type for layer in self._index.layers}
+
+    def summary(self) -> Summary:
+        """A table with one row per layer: type, output shape and parameter count.
+
+        Output shapes come from one forward pass on a zero input of ``input_shape``
+        (left empty when ``input_shape`` is not set).
+
+        Returns
+        -------
+        Summary
+            A list of :class:`SummaryRow`; ``print`` it for a table.
+        """
+        return summarize(self.module, self._index, self.input_shape, self.device)
+
+    def _resolve(self, layers: str | Iterable[str]) -> list[str]:
+        modules = (name for name, _ in self.module.named_modules() if name)
+        return self._index.resolve(layers, modules)
+
+    def _derive(self, module: nn.Module) -> ModelHandler:
+        return ModelHandler(module, self.input_shape, self.preprocess, self.device)
+
+    # ---------------------------------------------------------------- surgery
+    def truncate(self, at: str) -> ModelHandler:
+        """A handler for the network up to and including layer ``at``.
+
+        Parameters
+        ----------
+        at : str
+            A name from :attr:`layer_names`; its output becomes the network's output.
+
+        Raises
+        ------
+        LayerNotFoundError
+            ``at`` is not a layer.
+        SurgeryError
+            Cutting there would leave a parallel branch dangling (for example inside an
+            inception block); the message names the branch.
+        """
+        self._index.get(at)
+        return self._carry(self._derive(_surgery.truncate(self.module, self._index, at)))
+
+    def drop_layers_top(self, n: int = 1) -> ModelHandler:
+        """Remove the last ``n`` layers (see :meth:`truncate`)."""
+        n = self._check_count(n)
+        return self.truncate(self.layer_names[-n - 1])
+
+    def drop_layers_bottom(self, n: int = 1) -> ModelHandler:
+        """Remove the first ``n`` layers; the network then takes what layer ``n`` took.
+
+        The handler's ``input_shape`` and ``preprocess`` no longer apply and are dropped.
+        """
+        n = self._check_count(n)
+        module = _surgery.drop_bottom(self.module, self._index, n)
+        return self._carry(ModelHandler(module, None, None, self.device))
+
+    def add_layers_top(self, modules: Modules) -> ModelHandler:
+        """Append modules after the output.
+
+        Parameters
+        ----------
+        modules : Module, sequence of Module, or mapping of name to Module
+            New layers, applied in order. Unnamed ones are called ``top0``, ``top1``, ...
+        """
+        return self._add(modules, top=True)
+
+    def add_layers_bottom(self, modules: Modules) -> ModelHandler:
+        """Prepend modules before the input. Unnamed ones are called ``bottom0``, ...
+
+        ``preprocess`` still applies to the new input; ``input_shape`` is dropped.
+        """
+        return self._add(modules, top=False)
+
+    def _add(self, modules: Modules, top: bool) -> ModelHandler:
+        taken = set(self.layer_names) | {n for n, _ in self.module.named_children()}
+        new = _surgery.named_modules_to_add(modules, "top" if top else "bottom", taken)
+        module = _surgery.add_layers(self.module, self._index, new, top)
+        handler = ModelHandler(
+            module, self.input_shape if top else None, self.preprocess, self.device
+        )
+        return self._carry(handler)
+
+    def _check_count(self, n: int) -> int:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r}; give a positive number of layers")
+        if n >= len(self.layer_names):
+            raise SurgeryError(
+                f"cannot drop {n} of the {len(self.layer_names)} layers; at least one must remain"
+            )
+        return n
+
+    # --------------------------------------------------------------- freezing
+    def freeze(self, layers: str | Iterable[str]) -> ModelHandler:
+        """A handler whose given layers have no gradients and fixed BatchNorm statistics.
+
+        Parameters
+        ----------
+        layers : str or iterable of str
+            Exact layer (or container module) names, or fnmatch globs (``"layer1.*"``).
+
+        Notes
+        -----
+        A frozen BatchNorm stays in eval mode even after ``module.train()``: a forward
+        pre-hook switches it back before each call, so its running statistics are used
+        and never updated. ``save``/``load`` keep the frozen state.
+        """
+        names = self._resolve(layers)
+        handler = self._derive(copy.deepcopy(self.module))
+        _freeze.freeze_modules(handler._modules_of(names))
+        return handler
+
+    def unfreeze(self, layers: str | Iterable[str]) -> ModelHandler:
+        """A handler whose given layers train again (names or globs, as in :meth:`freeze`)."""
+        names = self._resolve(layers)
+        handler = self._derive(copy.deepcopy(self.module))
+        _freeze.unfreeze_modules(handler._modules_of(names))
+        return handler
+
+    def freeze_up_to(self, layer: str) -> ModelHandler:
+        """Freeze every layer from the input up to and including ``layer``."""
+        position = self._index.position.get(layer)
+        if position is None:
+            self._index.get(layer)  # raises with the closest matches
+        return self.freeze(self.layer_names[: int(position or 0) + 1])
+
+    @property
+    def frozen_layers(self) -> list[str]:
+        """Layers whose parameters are all frozen (and frozen BatchNorms), in order."""
+        return [n for n in self.layer_names if n in self._frozen_names()]
+
+    def _frozen_names(self) -> set[str]:
+        out = set()
+        for layer in self._index.layers:
+            module = module_of(self.module, layer)
+            if module is not None and _freeze.is_frozen(module):
+                out.add(layer.name)
+        return out
+
+    def _modules_of(self, names: Iterable[str]) -> list[nn.Module]:
+        modules = dict(self.module.named_modules())
+        out = []
+        for name in names:
+            if name in modules:
+                out.append(modules[name])
+            else:
+                module = module_of(self.module, self._index.get(name))
+                if module is not None:
+                    out.append(module)
+        return out
+
+    def _apply_frozen(self, names: Iterable[str]) -> ModelHandler:
+        _freeze.freeze_modules(self._modules_of(names))
+        return self
+
+    def _carry(self, handler: ModelHandler) -> ModelHandler:
+        """Give the layers of an edited copy the frozen state and train/eval mode they had.
+
+        (GraphNet surgery rebuilds modules, which loses both.)
+        """
+        handler.module.train(self.module.training)
+        for layer in handler._index.layers:
+            old = self._index.by_name.get(layer.name)
+            new_module = module_of(handler.module, layer)
+            if old is not None and new_module is not None:
+                old_module = module_of(self.module, old)
+                if old_module is not None:
+                    new_module.train(old_module.training)
+        return handler._apply_frozen(self._frozen_names() & set(handler.layer_names))
+
+    # ------------------------------------------------------------- extraction
+    @overload
+    def extract(
+        self, data: Any, layers: str | Sequence[str], pooling: str | None = ...,
+        batch_size: int = ..., progress: bool = ..., out: str | os.PathLike[str] | None = ...,
+        return_labels: Literal[False] = ...,
+    ) -> dict[str, np.ndarray]: ...
+
+    @overload
+    def extract(
+        self, data: Any, layers: str | Sequence[str], pooling: str | None = ...,
+        batch_size: int = ..., progress: bool = ..., out: str | os.PathLike[str] | None = ...,
+        *, return_labels: Literal[True],
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]: ...
+
+    def extract(
+        self,
+        data: Any,
+        layers: str | Sequence[str],
+        pooling: str | None = "avg",
+        batch_size: int = 64,
+        progress: bool = True,
+        out: str | os.PathLike[str] | None = None,
+        return_labels: bool = False,
+    ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Features of several layers from one forward pass per batch.
+
+        Runs in eval mode without gradients, stops each forward pass after the deepest
+        requested layer, and restores every submodule's previous mode afterwards.
+
+        Parameters
+        ----------
+        data : ndarray, Tensor, Dataset, DataLoader, str or Path
+            Inputs (N, ...); a Dataset/DataLoader of inputs or (input, label) pairs; or an
+            image folder with one subfolder per class (preprocessed by ``preprocess``).
+        layers : str or sequence of str
+            Layer names (or globs) from :attr:`layer_names`; container module names such
+            as ``"layer4"`` are accepted too.
+        pooling : {"avg", "max", "flatten", None}
+            How outputs with spatial axes are reduced to (N, D); ``None`` keeps them.
+        batch_size : int
+            Samples per forward pass (a DataLoader keeps its own batching).
+        progress : bool
+            Show a tqdm progress bar.
+        out : str or Path, optional
+            A directory: each layer streams into ``<out>/<layer>.npy`` (memory-mapped), so
+            memory use stays bounded for any N; ``index.json`` maps layers to files.
+            The returned arrays are read-only memory maps of those files.
+        return_labels : bool
+            Also return the labels of the data (None when it has none).
+
+        Returns
+        -------
+        dict of str to ndarray, or (dict, ndarray or None)
+            ``{layer: features (N, D)}``, in the order requested.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> h = ModelHandler(net)
+        >>> x = np.random.rand(6, 1, 8, 8).astype(np.float32)
+        >>> f = h.extract(x, ["0", "1"], pooling="max", batch_size=4, progress=False)
+        >>> f["0"].shape, f["1"].shape
+        ((6, 4), (6, 4))
+        """
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling={pooling!r}; use one of 'avg', 'max', 'flatten', None")
+        names = self._resolve(layers)
+        if not names:
+            raise ValueError("no layers requested; see ModelHandler.layer_names")
+        runner = Runner(self.module, self._index, names, stop_early=True, pooling=pooling)
+        n = num_samples(data)
+        writer = MemoryWriter(names, n) if out is None else DiskWriter(names, n, out)
+        labels: list[np.ndarray] = []
+        has_labels = True
+        batches = as_batches(data, batch_size, preprocess=self.preprocess)
+        try:
+            with eval_mode(self.module), torch.no_grad():
+                for x, y in _progress(batches, num_batches(data, batch_size), progress):
+                    writer.write(to_numpy(runner(x.to(self.device, non_blocking=True))))
+                    if y is None:
+                        has_labels = False
+                    elif has_labels:
+                        labels.append(np.asarray(y))
+        finally:
+            if isinstance(writer, DiskWriter):
+                writer.close()
+        all_labels = np.concatenate(labels) if has_labels and labels else None
+        if isinstance(writer, DiskWriter):
+            features = writer.finish(all_labels)
+        else:
+            features = writer.result()
+        return (features, all_labels) if return_labels else features
+
+    def image_folder(self, path: str | os.PathLike[str]) -> ImageFolder:
+        """An :class:`ImageFolder` dataset using this handler's ``preprocess``
+        (its ``classes`` attribute names the label indices)."""
+        return ImageFolder(path, self.preprocess)
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the handler to the directory ``path``.
+
+        A GraphNet saves as ``graph.json`` + ``weights.safetensors`` and loads with no
+        code. Other modules save their state dict; load them with
+        ``ModelHandler.load(path, module=<the same architecture>)``. ``handler.json``
+        holds the layer list, input shape, preprocessing and frozen layers.
+
+        Returns
+        -------
+        Path
+            The directory written.
+        """
+        meta = {
+            "module_class": f"{type(self.module).__module__}.{type(self.module).__qualname__}",
+            "layer_names": self.layer_names,
+            "layer_types": self.layer_types,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "frozen": self.frozen_layers,
+        }
+        return _io.write_handler(path, self.module, meta, self.preprocess)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        module: nn.Module | None = None,
+        device: str | torch.device = "cpu",
+    ) -> ModelHandler:
+        """Load a handler written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The saved directory.
+        module : torch.nn.Module, optional
+            Required for plain modules: a freshly built module of the saved architecture,
+            into which the weights are loaded (in place). Not needed for GraphNets.
+        device : str or torch.device
+            Where the network runs.
+        """
+        module, doc, preprocess = _io.read_handler(path, module)
+        handler = cls(module, doc.get("input_shape"), preprocess, device)
+        frozen = [n for n in doc.get("frozen", []) if n in handler._index.by_name]
+        return handler._apply_frozen(frozen)
+
+    # -------------------------------------------------------------- importers
+    @classmethod
+    def from_caffe(cls, prototxt: str | Path, weights: str | Path | None = None,
+                   mean: Any = None, **kwargs: Any) -> ModelHandler:
+        """Import a Caffe model (see :func:`repurpose.caffe.handler_from_caffe`).
+
+        Parameters
+        ----------
+        prototxt : str or Path
+            The network definition (``deploy.prototxt``).
+        weights : str or Path, optional
+            The ``.caffemodel``; without it the weights are freshly initialised.
+        mean : optional
+            A ``.binaryproto`` mean file, a mean image, or per-channel means.
+        **kwargs
+            Passed on to the importer (``input_shape``, ``channel_order``, ...).
+        """
+        from repurpose.caffe import handler_from_caffe
+
+        return handler_from_caffe(prototxt, weights, mean=mean, **kwargs)
+
+    @classmethod
+    def from_mxnet(cls, symbol_json: str | Path | Mapping[str, Any],
+                   params: str | Path | Mapping[str, np.ndarray] | None = None,
+                   **kwargs: Any) -> ModelHandler:
+        """Import an MXNet model (see :func:`repurpose.mxnet.handler_from_mxnet`).
+
+        Parameters
+        ----------
+        symbol_json : str, Path or dict
+            The ``*-symbol.json`` file (or its parsed content).
+        params : str, Path or dict, optional
+            The ``.params`` file (or a dict of arrays).
+        **kwargs
+            Passed on to the importer (``input_shape``, ...).
+        """
+        from repurpose.mxnet import handler_from_mxnet
+
+        return handler_from_mxnet(symbol_json, params, **kwargs)
+
+    @classmethod
+    def from_mxnet_checkpoint(cls, prefix: str | Path, epoch: int = 0,
+                              **kwargs: Any) -> ModelHandler:
+        """Import an MXNet checkpoint ``<prefix>-symbol.json`` + ``<prefix>-<epoch>.params``.
+
+        Parameters
+        ----------
+        prefix : str or Path
+            The checkpoint prefix (``"models/resnet-18"``).
+        epoch : int
+            The epoch number in the params file name.
+        **kwargs
+            Passed on to the importer.
+        """
+        from repurpose.mxnet import handler_from_mxnet_checkpoint
+
+        return handler_from_mxnet_checkpoint(prefix, epoch, **kwargs)
+
+
+def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
+    tensors = list(module.parameters()) + list(module.buffers())
+    if all(_same_device(t.device, device) for t in tensors):
+        return module
+    return copy.deepcopy(module).to(device)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    return a.index is None or b.index is None or a.index == b.index
+
+
+def _progress(batches: Iterable[Any], total: int | None, progress: bool) -> Iterable[Any]:
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, total=total, disable=not progress, desc="extract", unit="batch",
+                leave=False)

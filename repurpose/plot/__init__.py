@@ -1,0 +1,8 @@
+"""Plots for repurposed models. Needs the ``plot`` extra (matplotlib), imported lazily.
+
+Each line below belongs to the module that defines the plot.
+"""
+
+__all__: list[str] = []
+from repurpose.plot._gates import gates  # noqa: E402
+__all__ += ["gates"]

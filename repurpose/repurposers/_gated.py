@@ -1,0 +1,373 @@
+"""The Gated Transfer Network repurposer (Kumar): per-sample gates choose among layers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from repurpose._exceptions import RepurposeError
+from repurpose.graph import GraphNet
+from repurpose.repurposers._base import MetaModelRepurposer
+from repurpose.repurposers._gated_net import GatedNet
+from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
+from repurpose.repurposers._network import ClassifierNet, copy_module, layer_modules
+from repurpose.repurposers._param_groups import (
+    body_lr_scales,
+    build_param_groups,
+    layers_from_modules,
+)
+from repurpose.repurposers._registry import register_repurposer
+from repurpose.repurposers._training import (
+    Trainer,
+    TrainSettings,
+    predict_logits,
+    split_validation,
+)
+
+__all__ = ["GatedRepurposer"]
+
+_E2E_FEATURES = (
+    "this GatedRepurposer was trained end to end, so its layers differ from the source's "
+    "features; pass inputs instead of a features dict"
+)
+
+
+class LayerTap(nn.Module):
+    """Run a body and return the outputs of several of its layers (differentiably)."""
+
+    def __init__(self, body: nn.Module, layers: Sequence[str]) -> None:
+        super().__init__()
+        self.body = body
+        self.layers = list(layers)
+        if not isinstance(body, GraphNet):
+            found = dict(layer_modules(body, self.layers))
+            missing = [n for n in self.layers if n not in found]
+            if missing:
+                raise RepurposeError(
+                    f"end-to-end gating needs module layers; {missing} are functional ops. "
+                    "Pick module layers from ModelHandler.layer_names"
+                )
+            self._modules_by_layer = found
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if isinstance(self.body, GraphNet):
+            node = {n.name: n for n in self.body.nodes}
+            wanted = [node[n].outputs[0] for n in self.layers]
+            values = self.body.run({self.body.input_names[0]: x}, wanted)
+            return tuple(values[v] for v in wanted)
+        captured: dict[str, torch.Tensor] = {}
+        handles = [
+            m.register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
+            for name, m in self._modules_by_layer.items()
+        ]
+        try:
+            self.body(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return tuple(captured[n] for n in self.layers)
+
+
+@register_repurposer("gated")
+class GatedRepurposer(MetaModelRepurposer):
+    """Gated Transfer Network: per-sample, per-dimension gates mix several layers.
+
+    For feature layers ``x_i`` (standardised; projected by a learned linear map to a common
+    width ``d`` when widths differ), gates ``z_i = sigmoid(W_i x_i + b_i)`` are normalised
+    across the layers by a softmax per dimension (``r = softmax(z)``); the combined feature
+    ``g = sum_i r_i * x_i`` is classified by a softmax layer.
+
+    Parameters
+    ----------
+    handler : ModelHandler, optional
+        The source network (not needed with :meth:`fit_features`).
+    feature_layers : list of str
+        Two or more layers to gate (e.g. ``["fc6", "fc7"]``).
+    dim : int, optional
+        The common width ``d``; default the layers' width, or the smallest when they differ.
+    dropout : float
+        Dropout on ``g`` during training.
+    lr, weight_decay, optimizer, schedule, max_epochs, batch_size, validation_fraction,
+    patience, device, checkpoint_dir, random_state, progress
+        Training settings, as in :class:`FineTuneRepurposer` (early stopping on the
+        validation loss, best weights restored).
+    end_to_end : bool
+        False (default): train on cached features, extracted once. True: train through the
+        (unfrozen) source network too, the body at ``lr * body_lr_mult``.
+    body_lr_mult : float
+        The source network's rate multiplier in end-to-end mode.
+    pooling, batch_size, progress
+        See :class:`MetaModelRepurposer`.
+
+    Attributes
+    ----------
+    model_ : GatedNet or ClassifierNet
+        The gated network (end to end: the source body plus the gated head).
+    history_ : dict of str to list of float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import repurpose as rp
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1, 2], 20)
+    >>> feats = {"fc6": rng.normal(size=(60, 8)) + y[:, None], "fc7": rng.normal(size=(60, 8))}
+    >>> rep = rp.GatedRepurposer(feature_layers=["fc6", "fc7"], max_epochs=5, progress=False,
+    ...                          random_state=0).fit_features(feats, y)
+    >>> r = rep.gates_(feats)
+    >>> r.shape, bool(np.allclose(r.sum(1), 1))
+    ((60, 2, 8), True)
+    """
+
+    def __init__(
+        self,
+        handler: Any = None,
+        feature_layers: str | Sequence[str] | None = None,
+        dim: int | None = None,
+        dropout: float = 0.2,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-3,
+        optimizer: str = "adamw",
+        schedule: str | None = "cosine",
+        max_epochs: int = 100,
+        batch_size: int = 32,
+        validation_fraction: float = 0.1,
+        patience: int | None = 10,
+        end_to_end: bool = False,
+        body_lr_mult: float = 0.1,
+        pooling: str | None = "avg",
+        device: Any = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        random_state: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(handler, feature_layers, pooling, "concat", batch_size, progress)
+        del self.combine  # the gates do the combining
+        self.dim = dim
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.max_epochs = max_epochs
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.end_to_end = end_to_end
+        self.body_lr_mult = body_lr_mult
+        self.device = device
+        self.checkpoint_dir = checkpoint_dir
+        self.random_state = random_state
+
+    @classmethod
+    def _test_instance(cls, handler: Any) -> GatedRepurposer:
+        return cls(handler, feature_layers=["fc6", "fc7"], max_epochs=5, progress=False)
+
+    # ----- helpers -----------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        if self.device is not None:
+            return torch.device(self.device)
+        return torch.device(getattr(self.handler, "device", None) or "cpu")
+
+    def _seed(self) -> int:
+        if self.random_state is None:
+            return int(np.random.default_rng().integers(2**31 - 1))
+        return int(self.random_state)
+
+    def _settings(self, seed: int) -> TrainSettings:
+        return TrainSettings(
+            max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
+            optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
+            patience=self.patience, device=self._device(), seed=seed, progress=self.progress,
+            checkpoint_dir=self.checkpoint_dir,
+        )
+
+    def _train(self, model: nn.Module, groups: list[dict], inputs: tuple[torch.Tensor, ...],
+               y: np.ndarray, seed: int, **kw: Any) -> None:
+        trainer = Trainer(model, groups, self._settings(seed), **kw)
+        yt = torch.as_tensor(y, dtype=torch.long)
+        train_idx, val_idx = split_validation(y, float(self.validation_fraction), seed)
+        tr = torch.as_tensor(train_idx)
+        val = None
+        if val_idx is not None:
+            va = torch.as_tensor(val_idx)
+            val = (tuple(x[va] for x in inputs), yt[va])
+        self.history_ = trainer.fit(tuple(x[tr] for x in inputs), yt[tr], val)
+        self.model_ = model.eval()
+
+    def _gated_net(self, widths: Sequence[int], seed: int) -> GatedNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return GatedNet(widths, self.n_classes_, self.dim, float(self.dropout))
+
+    # ----- cached features (default) -----------------------------------------------------
+    def _fit_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
+        if len(self.feature_layers_) < 2:
+            raise ValueError(
+                f"feature_layers={self.feature_layers_!r}; the gated network needs 2 or more "
+                "layers to choose between"
+            )
+        seed = self._seed()
+        inputs = tuple(torch.as_tensor(features[k], dtype=torch.float32)
+                       for k in self.feature_layers_)
+        net = self._gated_net([x.shape[1] for x in inputs], seed)
+        net.set_standardisation(inputs)
+        groups = build_param_groups(layers_from_modules([("gated", net)], pretrained=False),
+                                    float(self.lr), float(self.weight_decay))
+        self._train(net, groups, inputs, y, seed)
+
+    def _predict_proba_features(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = tuple(torch.as_tensor(features[k], dtype=torch.float32)
+                       for k in self.feature_layers_)
+        logits = predict_logits(self._gate_net(), inputs, int(self.batch_size), self._device())
+        return torch.softmax(logits.double(), 1).numpy()
+
+    def _gate_net(self) -> GatedNet:
+        return self.model_.head.net if self.end_to_end else self.model_
+
+    # ----- end to end --------------------------------------------------------------------
+    def _prepare(self, X: Any, y: Any = None, *, labels: bool, fitting: bool = False
+                 ) -> tuple[Any, Any]:
+        if self.end_to_end:
+            return super(MetaModelRepurposer, self)._prepare(X, y, labels=labels,
+                                                             fitting=fitting)
+        return super()._prepare(X, y, labels=labels, fitting=fitting)
+
+    def _build_tap(self) -> tuple[LayerTap, list[tuple[str, nn.Module]]]:
+        layers = self._layers_to_extract(True)
+        order = {n: i for i, n in enumerate(self.handler.layer_names)}
+        deepest = max(layers, key=lambda n: order.get(n, -1))
+        cut = self.handler.truncate(deepest)
+        body = copy_module(cut.module)
+        return LayerTap(body, layers), layer_modules(body, cut.layer_names)
+
+    def _fit(self, X: Any, y: np.ndarray) -> None:
+        if not self.end_to_end:
+            super()._fit(X, y)
+            return
+        if self.handler is None or isinstance(X, Mapping):
+            raise ValueError(
+                "end_to_end=True trains through the source network: use fit(X, y) with a "
+                "handler, not fit_features"
+            )
+        seed = self._seed()
+        tap, body_layers = self._build_tap()
+        self.feature_layers_ = list(tap.layers)
+        pooled = _tap_features(tap, X, int(self.batch_size))
+        self.feature_dims_ = {k: int(f.shape[1])
+                              for k, f in zip(self.feature_layers_, pooled, strict=True)}
+        self.n_features_in_ = int(sum(self.feature_dims_.values()))
+        # the gated net standardises its inputs itself; the base's scalers stay neutral
+        self.feature_mean_ = {k: np.zeros(d, np.float32) for k, d in self.feature_dims_.items()}
+        self.feature_scale_ = {k: np.ones(d, np.float32) for k, d in self.feature_dims_.items()}
+        net = self._gated_net(list(self.feature_dims_.values()), seed)
+        net.set_standardisation(pooled)
+        model = ClassifierNet(tap, _PooledGate(net))
+        layers = layers_from_modules(body_layers, pretrained=True)
+        for layer, scale in zip(layers, body_lr_scales(len(layers), self.body_lr_mult, None),
+                                strict=True):
+            layer.lr_scale = scale
+        layers += layers_from_modules([("gated", net)], pretrained=False)
+        groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
+        self._train(model, groups, (X,), y, seed)
+
+    def _predict_proba(self, X: Any) -> np.ndarray:
+        if not self.end_to_end:
+            return super()._predict_proba(X)
+        if isinstance(X, Mapping):
+            raise ValueError(_E2E_FEATURES)
+        logits = predict_logits(self.model_, (X,), int(self.batch_size), self._device())
+        return torch.softmax(logits.double(), 1).numpy()
+
+    # ----- gates -------------------------------------------------------------------------
+    def gates_(self, X: Any) -> np.ndarray:
+        """Per-sample, per-dimension normalised gate values ``r``.
+
+        Parameters
+        ----------
+        X : data or dict of str to ndarray
+            Inputs (anything :meth:`predict_proba` accepts), or precomputed features
+            ``{layer: (n, D)}`` for a repurposer trained on cached features.
+
+        Returns
+        -------
+        ndarray of shape (n, n_layers, d)
+            ``r[k, i, j]`` is layer ``i``'s share of dimension ``j`` for sample ``k``;
+            it sums to 1 over the layers.
+        """
+        self._check_fitted()
+        net = self._gate_net()
+        with torch.inference_mode():
+            if isinstance(X, Mapping) and self.end_to_end:
+                raise ValueError(_E2E_FEATURES)
+            if isinstance(X, Mapping):
+                inputs = [torch.as_tensor(np.asarray(X[k]), dtype=torch.float32)
+                          for k in self.feature_layers_]
+            elif self.end_to_end:
+                data, _ = self._prepare(X, None, labels=False)
+                inputs = _tap_features(self.model_.body, data, int(self.batch_size))
+            else:
+                feats, _ = self._prepare(X, None, labels=False)
+                inputs = [torch.as_tensor(feats[k], dtype=torch.float32)
+                          for k in self.feature_layers_]
+            device = next(net.parameters()).device
+            return net.gates(*[x.to(device) for x in inputs]).cpu().numpy()
+
+    # ----- saving ------------------------------------------------------------------------
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {"widths": list(self.feature_dims_.values()),
+                "history": {k: [None if v != v else float(v) for v in vs]
+                            for k, vs in self.history_.items()}}
+        return meta, module_state_to_arrays(self.model_.state_dict(), "model/")
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        net = self._gated_net([int(w) for w in meta["widths"]], 0)
+        model: nn.Module = net
+        if self.end_to_end:
+            tap, _ = self._build_tap()
+            model = ClassifierNet(tap, _PooledGate(net))
+        model.load_state_dict(arrays_to_module_state(arrays, "model/"))
+        self.model_ = model.to(self._device()).eval()
+        self.history_ = {k: [float("nan") if v is None else v for v in vs]
+                         for k, vs in meta.get("history", {}).items()}
+
+    def _params_to_json(self) -> dict[str, Any]:
+        params = super()._params_to_json()
+        if params.get("checkpoint_dir") is not None:
+            params["checkpoint_dir"] = os.fspath(params["checkpoint_dir"])
+        if params.get("device") is not None:
+            params["device"] = str(params["device"])
+        return params
+
+
+@torch.no_grad()
+def _tap_features(tap: nn.Module, X: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Pooled outputs of the tapped layers for all of ``X``, in eval mode, on the CPU."""
+    device = next(tap.parameters()).device
+    was_training = tap.training
+    tap.eval()
+    try:
+        parts = [_pooled(tap(X[i:i + batch_size].to(device))) for i in range(0, len(X),
+                                                                              batch_size)]
+    finally:
+        tap.train(was_training)
+    return [torch.cat([p[j] for p in parts]).float().cpu() for j in range(len(parts[0]))]
+
+
+def _pooled(feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [f.flatten(2).mean(2) if f.ndim > 2 else f.flatten(1) for f in feats]
+
+
+class _PooledGate(nn.Module):
+    """The gated head on raw layer outputs: average-pool spatial maps, then gate."""
+
+    def __init__(self, net: GatedNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
+        return self.net(*_pooled(feats))

@@ -1,0 +1,206 @@
+"""Support vector machine on extracted features, with calibrated probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics.pairwise import linear_kernel, rbf_kernel
+from sklearn.model_selection import StratifiedKFold
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.svm import SVC
+
+from repurpose.repurposers._base import MetaModelRepurposer
+from repurpose.repurposers._lr import encode_class_weight
+from repurpose.repurposers._registry import register_repurposer
+
+__all__ = ["SVMRepurposer"]
+
+_KERNELS = ("linear", "rbf")
+_CALIBRATION = ("sigmoid", "isotonic")
+
+
+@register_repurposer("svm")
+class SVMRepurposer(MetaModelRepurposer):
+    """One-vs-rest support vector machines with calibrated probabilities.
+
+    One binary SVM per class is trained on all the data. Its decision values are mapped to
+    probabilities by a calibrator (Platt's sigmoid or isotonic regression) fitted on
+    out-of-fold decision values (stratified cross-validation with
+    ``min(cv, smallest class count)`` folds; with a single example in some class, on the
+    training decision values). So ``predict_proba`` always works, even with 5 examples a class.
+
+    Parameters
+    ----------
+    handler : ModelHandler, optional
+        The source network (not needed with :meth:`fit_features`).
+    feature_layers : str or list of str, optional
+        Layers to take features from.
+    kernel : {"rbf", "linear"}
+        SVM kernel.
+    C : float
+        Regularisation parameter.
+    gamma : "scale" or float
+        RBF kernel width; "scale" is ``1 / (n_features * X.var())`` of the training features.
+    class_weight : dict, "balanced" or None
+        Weights keyed by the user's own label values.
+    calibration : {"sigmoid", "isotonic"}
+        How decision values become probabilities.
+    cv : int
+        Maximum number of calibration folds.
+    tol : float
+        Stopping tolerance of the SVM solver.
+    max_iter : int
+        Solver iteration limit (-1: none).
+    random_state : int, optional
+        Unused by the deterministic solver; kept for a uniform interface.
+    pooling, combine, batch_size, progress
+        See :class:`MetaModelRepurposer`.
+    """
+
+    def __init__(
+        self,
+        handler: Any = None,
+        feature_layers: str | Sequence[str] | None = None,
+        kernel: str = "rbf",
+        C: float = 1.0,
+        gamma: str | float = "scale",
+        class_weight: Mapping[Any, float] | str | None = None,
+        calibration: str = "sigmoid",
+        cv: int = 5,
+        tol: float = 1e-3,
+        max_iter: int = -1,
+        random_state: int | None = None,
+        pooling: str | None = "avg",
+        combine: str = "concat",
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> None:
+        super().__init__(handler, feature_layers, pooling, combine, batch_size, progress)
+        self.kernel = kernel
+        self.C = C
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.calibration = calibration
+        self.cv = cv
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if self.kernel not in _KERNELS:
+            raise ValueError(f"kernel={self.kernel!r}; use one of {_KERNELS}")
+        if self.calibration not in _CALIBRATION:
+            raise ValueError(f"calibration={self.calibration!r}; use one of {_CALIBRATION}")
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
+            raise ValueError(f"cv={self.cv!r}; use an int >= 2")
+
+    def _resolve_gamma(self, X: np.ndarray) -> float:
+        if self.gamma == "scale":
+            var = float(X.var())
+            return 1.0 / (X.shape[1] * var) if var > 0 else 1.0
+        if isinstance(self.gamma, (int, float)) and self.gamma > 0:
+            return float(self.gamma)
+        raise ValueError(f"gamma={self.gamma!r}; use 'scale' or a positive float")
+
+    def _fit_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
+        self._check_params()
+        X = self._combine(features).astype(np.float64)
+        self.gamma_ = self._resolve_gamma(X)
+        svc = SVC(
+            kernel=self.kernel, C=self.C, gamma=self.gamma_, tol=self.tol,
+            max_iter=self.max_iter,
+            class_weight=encode_class_weight(self.class_weight, self.classes_),
+        )
+        base = OneVsRestClassifier(svc)
+        folds = min(self.cv, int(np.bincount(y).min()))
+        if folds >= 2:
+            cal = CalibratedClassifierCV(
+                base, method=self.calibration, cv=StratifiedKFold(folds), ensemble=False
+            ).fit(X, y)
+            self._store(cal.calibrated_classifiers_[0].estimator)
+            self.calibrators_ = [
+                _calibrator_arrays(c) for c in cal.calibrated_classifiers_[0].calibrators
+            ]
+        else:
+            # A class with one example leaves no held-out data: calibrate on training values.
+            self._store(base.fit(X, y))
+            dec = self._decision(X)
+            cols = [1] if self.n_classes_ == 2 else range(self.n_classes_)
+            self.calibrators_ = [self._fit_calibrator(dec[:, min(c, dec.shape[1] - 1)], y == c)
+                                 for c in cols]
+
+    def _fit_calibrator(self, d: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+        if self.calibration == "isotonic":
+            return _calibrator_arrays(
+                IsotonicRegression(out_of_bounds="clip").fit(d, target.astype(np.float64))
+            )
+        lr = LogisticRegression(C=1e6).fit(d[:, None], target.astype(int))
+        return {"ab": np.array([-float(lr.coef_[0, 0]), -float(lr.intercept_[0])])}
+
+    def _store(self, ovr: OneVsRestClassifier) -> None:
+        self.support_vectors_ = [m.support_vectors_ for m in ovr.estimators_]
+        self.dual_coef_ = [m.dual_coef_.ravel() for m in ovr.estimators_]
+        self.intercept_ = np.array([float(m.intercept_[0]) for m in ovr.estimators_])
+
+    def _decision(self, X: np.ndarray) -> np.ndarray:
+        cols = []
+        for sv, coef, b in zip(self.support_vectors_, self.dual_coef_, self.intercept_):
+            if self.kernel == "linear":
+                k = linear_kernel(X, sv)
+            else:
+                k = rbf_kernel(X, sv, gamma=self.gamma_)
+            cols.append(k @ coef + b)
+        return np.stack(cols, axis=1)
+
+    def _predict_proba_features(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        dec = self._decision(self._combine(features).astype(np.float64))
+        probs = np.stack(
+            [_calibrate(c, dec[:, i]) for i, c in enumerate(self.calibrators_)], axis=1
+        )
+        if self.n_classes_ == 2:
+            return np.c_[1.0 - probs[:, 0], probs[:, 0]]
+        total = probs.sum(axis=1, keepdims=True)
+        uniform = np.full_like(probs, 1.0 / self.n_classes_)
+        return np.where(total > 0, probs / np.where(total > 0, total, 1.0), uniform)
+
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {"intercept": self.intercept_}
+        for i, (sv, coef) in enumerate(zip(self.support_vectors_, self.dual_coef_)):
+            arrays[f"sv/{i}"] = sv
+            arrays[f"dual_coef/{i}"] = coef
+        for i, cal in enumerate(self.calibrators_):
+            arrays.update({f"cal/{i}/{k}": v for k, v in cal.items()})
+        meta = {"gamma": self.gamma_, "n_estimators": len(self.support_vectors_),
+                "n_calibrators": len(self.calibrators_)}
+        return meta, arrays
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.gamma_ = float(meta["gamma"])
+        n = int(meta["n_estimators"])
+        self.intercept_ = arrays["intercept"]
+        self.support_vectors_ = [arrays[f"sv/{i}"] for i in range(n)]
+        self.dual_coef_ = [arrays[f"dual_coef/{i}"] for i in range(n)]
+        self.calibrators_ = [
+            {k.split("/")[-1]: v for k, v in arrays.items() if k.startswith(f"cal/{i}/")}
+            for i in range(int(meta["n_calibrators"]))
+        ]
+
+
+def _calibrator_arrays(cal: Any) -> dict[str, np.ndarray]:
+    if hasattr(cal, "X_thresholds_"):  # IsotonicRegression
+        return {"x": np.asarray(cal.X_thresholds_, dtype=np.float64),
+                "y": np.asarray(cal.y_thresholds_, dtype=np.float64)}
+    return {"ab": np.array([float(cal.a_), float(cal.b_)])}  # Platt sigmoid
+
+
+def _calibrate(cal: Mapping[str, np.ndarray], d: np.ndarray) -> np.ndarray:
+    if "ab" in cal:
+        a, b = cal["ab"]
+        return expit(-(a * d + b))
+    return np.interp(d, cal["x"], cal["y"])  # clipped at the ends, like out_of_bounds="clip"

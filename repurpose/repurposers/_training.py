@@ -1,0 +1,390 @@
+"""The training loop shared by the network repurposers.
+
+One :class:`Trainer` runs mini-batch training of a classifier ``model(*inputs) -> logits``
+with: optimiser parameter groups (discriminative rates, no decay on biases and norms),
+SGD-momentum or AdamW, a cosine or one-cycle schedule stepped per batch, gradient
+clipping, optional L2-SP, optional gradual unfreezing (head only, then the body), an
+augmentation callable, a validation set with early stopping and best-weights restore,
+a per-epoch progress bar, a ``history`` dict, optional mixed precision, and per-epoch
+checkpoints that a later run resumes from.
+
+Resumed runs are exact: each epoch seeds torch's generator and its own shuffling generator
+from ``(seed, epoch)``, so an epoch's randomness does not depend on what ran before it,
+and the checkpoint holds everything else (weights, optimiser, scheduler, scaler, early
+stopping state). The caller's global RNG state is restored after training.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from repurpose._exceptions import RepurposeError
+from repurpose.repurposers._checkpoint import load_checkpoint, save_checkpoint
+from repurpose.repurposers._freezing import set_train_mode
+from repurpose.repurposers._param_groups import l2sp_penalty
+
+__all__ = ["TrainSettings", "Trainer", "predict_logits", "split_validation", "lr_factor"]
+
+Inputs = tuple[torch.Tensor, ...]
+Callback = Callable[[int, dict[str, float]], Any]
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "onecycle", "constant")
+
+
+@dataclass
+class TrainSettings:
+    """Everything the loop needs besides the model and its parameter groups."""
+
+    max_epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str | None = "cosine"
+    clip_grad_norm: float | None = None
+    l2sp: float = 0.0
+    unfreeze_after: int | None = None
+    patience: int | None = 5
+    augment: Callable[..., Any] | None = None
+    amp: bool = False
+    device: str | torch.device = "cpu"
+    seed: int = 0
+    progress: bool = True
+    checkpoint_dir: str | os.PathLike | None = None
+    callbacks: Sequence[Callback] = ()
+
+    def validate(self) -> None:
+        """Check the values; raise ``ValueError`` naming the bad one."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r}; expected one of {OPTIMIZERS}")
+        if (self.schedule or "constant") not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; expected one of {SCHEDULES} or None")
+        for name in ("max_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"{name}={value!r}; expected a positive integer")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r}; expected a positive number")
+        for name in ("weight_decay", "l2sp"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected a number >= 0")
+        if self.augment is not None and not callable(self.augment):
+            raise ValueError(f"augment={self.augment!r}; expected a callable or None")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change the result, for checking a checkpoint belongs to a run."""
+        keys = ("max_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+                "schedule", "clip_grad_norm", "l2sp", "unfreeze_after", "patience", "amp",
+                "seed")
+        return {k: getattr(self, k) for k in keys}
+
+
+def lr_factor(schedule: str | None, step: int, total: int) -> float:
+    """The multiplier of every group's base rate at ``step`` of ``total`` steps."""
+    t = min(step, total) / max(total, 1)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule == "onecycle":
+        start, end, peak = 1.0 / 25.0, 1.0 / 25e4, 0.3
+        if t < peak:
+            return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * t / peak))
+        return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * (t - peak) / (1.0 - peak)))
+    return 1.0
+
+
+def split_validation(
+    y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices ``(train, val)``; stratified when every class can give one example."""
+    if fraction <= 0:
+        return np.arange(len(y)), None
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_fraction={fraction!r}; expected a number in [0, 1)")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    n_val = max(1, int(round(fraction * len(y))))
+    if n_val >= len(classes) and counts.min() >= 2:
+        val = []
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(y == c))
+            take = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+            val.extend(idx[:take])
+        val_idx = np.sort(np.asarray(val))
+    else:
+        val_idx = np.sort(rng.permutation(len(y))[:n_val])
+    if len(val_idx) >= len(y):
+        return np.arange(len(y)), None
+    train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
+    return train_idx, val_idx
+
+
+def _batches(n: int, batch_size: int, order: torch.Tensor | None) -> list[torch.Tensor]:
+    idx = order if order is not None else torch.arange(n)
+    chunks = list(torch.split(idx, batch_size))
+    # A final batch of one breaks BatchNorm in train mode; fold it into the previous one.
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    return chunks
+
+
+def _autocast(device: torch.device, enabled: bool):
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, inputs: Inputs, batch_size: int, device: str | torch.device,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Logits of ``model(*inputs)`` in eval mode, batched; returned on the CPU as float32."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for idx in _batches(len(inputs[0]), batch_size, None):
+            xb = [x[idx].to(device) for x in inputs]
+            with _autocast(device, amp):
+                out.append(model(*xb).float().cpu())
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
+def _data_hash(inputs: Inputs, y: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(y.cpu().numpy().tobytes())
+    for x in inputs:
+        h.update(str(tuple(x.shape)).encode())
+        flat = x.reshape(-1)
+        step = max(1, flat.numel() // 100_000)
+        h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """Mini-batch training of ``model(*inputs) -> logits`` with cross-entropy.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Moved to ``settings.device``; trained in place.
+    groups : list of dict
+        Optimiser parameter groups (see ``build_param_groups``).
+    settings : TrainSettings
+    frozen_norms : sequence of nn.Module
+        Normalisation layers kept in eval mode throughout (frozen layers).
+    body_params, body_norms : sequences
+        The pretrained body's trainable parameters and norm layers, frozen during the
+        first ``settings.unfreeze_after`` epochs.
+    l2sp_params : sequence of Parameter
+        Parameters pulled towards their starting values when ``settings.l2sp > 0``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: list[dict],
+        settings: TrainSettings,
+        *,
+        frozen_norms: Sequence[nn.Module] = (),
+        body_params: Sequence[nn.Parameter] = (),
+        body_norms: Sequence[nn.Module] = (),
+        l2sp_params: Sequence[nn.Parameter] = (),
+    ) -> None:
+        settings.validate()
+        self.settings = settings
+        self.device = torch.device(settings.device)
+        self.model = model.to(self.device)
+        self.frozen_norms = list(frozen_norms)
+        self.body_params = list(body_params)
+        self.body_norms = list(body_norms)
+        self.l2sp_params = list(l2sp_params) if settings.l2sp > 0 else []
+        self.l2sp_anchors = [p.detach().clone() for p in self.l2sp_params]
+        self.optimizer = self._make_optimizer(groups)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=settings.amp and self.device.type == "cuda"
+        )
+        self.history: dict[str, list[float]] = {
+            k: [] for k in ("epoch", "loss", "acc", "val_loss", "val_acc", "lr")
+        }
+
+    def _make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        s = self.settings
+        if not groups:
+            raise RepurposeError("nothing to train: every parameter is frozen")
+        if s.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.momentum > 0)
+        return torch.optim.AdamW(groups, lr=s.lr)
+
+    # -- one step and one epoch -------------------------------------------------------
+    def objective(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The minimised loss: cross-entropy plus the L2-SP penalty when enabled."""
+        loss = F.cross_entropy(logits.float(), yb)
+        if self.l2sp_params:
+            penalty = l2sp_penalty(self.l2sp_params, self.l2sp_anchors, self.settings.l2sp)
+            loss = loss + penalty.to(loss.device)
+        return loss
+
+    def _step(self, xb: list[torch.Tensor], yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device, s.amp):
+            logits = self.model(*xb)
+        loss = self.objective(logits, yb)
+        scaled = self.scaler.is_enabled()
+        (self.scaler.scale(loss) if scaled else loss).backward()
+        if s.clip_grad_norm is not None:
+            if scaled:
+                self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]
+                      if p.grad is not None]
+            nn.utils.clip_grad_norm_(params, s.clip_grad_norm)
+        if scaled:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        correct = (logits.detach().argmax(1) == yb).sum()
+        return loss.detach() * len(yb), correct
+
+    def _train_epoch(self, inputs: Inputs, y: torch.Tensor, epoch: int) -> tuple[float, float]:
+        s = self.settings
+        head_only = s.unfreeze_after is not None and epoch < s.unfreeze_after
+        for p in self.body_params:
+            p.requires_grad_(not head_only)
+        set_train_mode(self.model, self.frozen_norms + (self.body_norms if head_only else []))
+        gen = torch.Generator().manual_seed(s.seed * 100_003 + epoch)
+        order = torch.randperm(len(y), generator=gen)
+        total = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for idx in _batches(len(y), s.batch_size, order):
+            xb = [x[idx].to(self.device, non_blocking=True) for x in inputs]
+            if s.augment is not None:
+                xb = list(s.augment(*xb)) if len(xb) > 1 else [s.augment(xb[0])]
+            loss, ok = self._step(xb, y[idx].to(self.device, non_blocking=True))
+            total += loss
+            correct += ok
+        for p in self.body_params:
+            p.requires_grad_(True)
+        return total.item() / len(y), correct.item() / len(y)
+
+    def evaluate(self, inputs: Inputs, y: torch.Tensor) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy of the current model on a data set."""
+        logits = predict_logits(self.model, inputs, self.settings.batch_size, self.device,
+                                self.settings.amp)
+        loss = F.cross_entropy(logits, y.cpu()).item()
+        return loss, (logits.argmax(1) == y.cpu()).float().mean().item()
+
+    # -- the whole run ----------------------------------------------------------------
+    def fit(
+        self, inputs: Inputs, y: torch.Tensor, val: tuple[Inputs, torch.Tensor] | None = None
+    ) -> dict[str, list[float]]:
+        """Train; return the history (also in ``self.history``). Restores the best weights."""
+        s = self.settings
+        steps = len(_batches(len(y), s.batch_size, None))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(s.schedule, step, steps * s.max_epochs)
+        )
+        run = {"settings": s.fingerprint(), "data": _data_hash(inputs, y),
+               "val": None if val is None else _data_hash(*val),
+               "params": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
+        self._run_id = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+        self._best: dict[str, torch.Tensor] | None = None
+        self._best_loss, self._bad_epochs, start, done = math.inf, 0, 0, False
+        if s.checkpoint_dir is not None:
+            start, done = self._resume()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+            bar = tqdm(range(start, s.max_epochs), desc="epochs", disable=not s.progress or done,
+                       leave=False, initial=start, total=s.max_epochs)
+            for epoch in bar if not done else ():
+                torch.manual_seed(s.seed * 1_000_003 + epoch)
+                logs = self._run_epoch(epoch, inputs, y, val)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "epoch"})
+                stop = s.patience is not None and self._bad_epochs >= s.patience
+                last = stop or epoch == s.max_epochs - 1
+                if last:
+                    self._restore_best()
+                self._save(epoch + 1, complete=last)
+                for callback in s.callbacks:
+                    callback(epoch, logs)
+                if stop:
+                    break
+            bar.close()
+        self.model.eval()
+        return self.history
+
+    def _run_epoch(
+        self, epoch: int, inputs: Inputs, y: torch.Tensor, val: tuple[Inputs, torch.Tensor] | None
+    ) -> dict[str, float]:
+        loss, acc = self._train_epoch(inputs, y, epoch)
+        val_loss, val_acc = self.evaluate(*val) if val is not None else (math.nan, math.nan)
+        logs = {"epoch": float(epoch), "loss": loss, "acc": acc, "val_loss": val_loss,
+                "val_acc": val_acc, "lr": max(g["lr"] for g in self.optimizer.param_groups)}
+        for k, v in logs.items():
+            self.history[k].append(v)
+        if val is not None:
+            if val_loss < self._best_loss:
+                self._best_loss, self._bad_epochs = val_loss, 0
+                self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                self._bad_epochs += 1
+        return logs
+
+    def _restore_best(self) -> None:
+        if self._best is not None:
+            self.model.load_state_dict(self._best)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def _save(self, epoch: int, complete: bool) -> None:
+        if self.settings.checkpoint_dir is None:
+            return
+        save_checkpoint(self.settings.checkpoint_dir, {
+            "run_id": self._run_id, "epoch": epoch, "complete": complete,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "best": self._best, "best_loss": self._best_loss, "bad_epochs": self._bad_epochs,
+            "history": self.history,
+        })
+
+    def _resume(self) -> tuple[int, bool]:
+        state = load_checkpoint(self.settings.checkpoint_dir)  # type: ignore[arg-type]
+        if state is None:
+            return 0, False
+        if state.get("run_id") != self._run_id:
+            raise RepurposeError(
+                f"the checkpoint in {str(self.settings.checkpoint_dir)!r} belongs to a different "
+                "run (other data, settings or network); pass another checkpoint_dir or delete "
+                "that directory to train from scratch"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise RepurposeError(f"cannot resume from the checkpoint: {err}") from err
+        self._best = state["best"]
+        if self._best is not None:
+            self._best = {k: v.to(self.device) for k, v in self._best.items()}
+        self._best_loss, self._bad_epochs = float(state["best_loss"]), int(state["bad_epochs"])
+        self.history = copy.deepcopy(state["history"])
+        return int(state["epoch"]), bool(state["complete"])

@@ -1,0 +1,87 @@
+"""The Gated Transfer Network: its maths, the repurposer, end-to-end mode and the plot."""
+
+import numpy as np
+import pytest
+import torch
+
+import repurpose as rp
+from repurpose.repurposers._gated_net import GatedNet
+from repurpose.testing import check_repurposer, tiny_problem
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _features(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], n // 3)
+    return {"fc6": rng.normal(size=(n, 8)) + y[:, None], "fc7": rng.normal(size=(n, 8))}, y
+
+
+def test_gated_net_computes_the_specified_combination():
+    torch.manual_seed(0)
+    net = GatedNet([4, 6], n_classes=3).eval()
+    assert net.dim == 4 and isinstance(net.proj[0], torch.nn.Identity)
+    xs = [torch.randn(5, 4), torch.randn(5, 6)]
+    net.set_standardisation(xs)
+    h = [(x - x.mean(0)) / x.std(0, unbiased=False) for x in xs]
+    h[1] = net.proj[1](h[1])
+    z = torch.stack([torch.sigmoid(g(v)) for g, v in zip(net.gate, h, strict=True)], 1)
+    r = torch.softmax(z, 1)
+    expected = net.classifier((r * torch.stack(h, 1)).sum(1))
+    torch.testing.assert_close(net(*xs), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net.gates(*xs), r, rtol=1e-5, atol=1e-6)
+
+
+def test_gates_sum_to_one_across_layers():
+    feats, y = _features()
+    rep = rp.GatedRepurposer(feature_layers=["fc6", "fc7"], max_epochs=5, progress=False,
+                             random_state=0).fit_features(feats, y)
+    r = rep.gates_(feats)
+    assert r.shape == (60, 2, 8)
+    np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-6)
+    assert rep.predict_features(feats).shape == (60,)
+
+
+def test_gates_from_inputs_and_the_plot(tmp_path):
+    p = tiny_problem()
+    rep = rp.GatedRepurposer(p.handler, ["conv2", "fc7"], max_epochs=3, progress=False,
+                             random_state=0).fit(p.X_train, p.y_train)
+    r = rep.gates_(p.X_test)
+    assert r.shape == (10, 2, 8)  # conv2 (8 channels) sets d; fc7 (16) is projected
+    np.testing.assert_allclose(r.sum(axis=1), 1.0, atol=1e-6)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from repurpose.plot import gates
+
+    fig = gates(rep, p.X_test, n_samples=6)
+    assert [ax.get_title().split(" ")[0] for ax in fig.axes[:2]] == ["conv2", "fc7"]
+    fig.savefig(tmp_path / "gates.png")
+    with pytest.raises(ValueError, match="shape"):
+        gates(np.zeros((3, 4)))
+
+
+def test_end_to_end_trains_the_source_and_passes_the_contract():
+    check_repurposer(lambda h: rp.GatedRepurposer(h, ["fc6", "fc7"], end_to_end=True,
+                                                  max_epochs=2, progress=False))
+    p = tiny_problem()
+    rep = rp.GatedRepurposer(p.handler, ["fc6", "fc7"], end_to_end=True, max_epochs=2,
+                             progress=False, random_state=0).fit(p.X_train, p.y_train)
+    body = dict(rep.model_.body.body.named_parameters())
+    source = dict(p.handler.module.named_parameters())
+    assert not torch.equal(body["fc6.weight"], source["fc6.weight"])
+    np.testing.assert_allclose(rep.gates_(p.X_test).sum(1), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="end to end"):
+        rep.predict_proba_features({"fc6": np.zeros((2, 16)), "fc7": np.zeros((2, 16))})
+
+
+def test_needs_two_layers():
+    feats, y = _features()
+    with pytest.raises(ValueError, match="2 or more"):
+        rp.GatedRepurposer(feature_layers=["fc6"], progress=False).fit_features(feats, y)
