@@ -13,6 +13,7 @@ second) >= 1.0.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import tempfile
@@ -178,19 +179,26 @@ def resnet(batch: int, quick: bool) -> Builder:
     return b
 
 
-def _rate(fn: Any, batch: int, reps: int) -> float:
-    """Images per second from the median of ``reps`` timed calls, after two warm-ups."""
-    fn()
-    fn()
-    times = []
+def _rates(fns: dict[str, Any], batch: int, reps: int, warmup: int) -> dict[str, float]:
+    """Images per second of each function: median of ``reps`` calls after warm-ups.
+
+    The functions are timed in turn within each repetition, so that load from other
+    processes on a shared machine hits all of them alike.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return batch / float(np.median(times))
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: batch / float(np.median(t)) for name, t in times.items()}
 
 
-def bench(name: str, builder: Builder, directory: Path, batch: int, reps: int) -> dict:
+def bench(name: str, builder: Builder, directory: Path, batch: int, reps: int,
+          warmup: int) -> dict:
     import cv2
 
     proto, model = builder.write(directory, name)
@@ -210,11 +218,11 @@ def bench(name: str, builder: Builder, directory: Path, batch: int, reps: int) -
         cv_net.setInput(x)
         return cv_net.forward()
 
-    variants: dict[str, float] = {}
+    fns: dict[str, Any] = {"opencv": run_cv}
     outputs: dict[str, np.ndarray] = {}
     for fmt in ("contiguous", "channels_last"):
         mem = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-        net_f = net.to(memory_format=mem)
+        net_f = copy.deepcopy(net).to(memory_format=mem)
         xf = xt.contiguous(memory_format=mem)
 
         def run_ours(net_f: Any = net_f, xf: torch.Tensor = xf) -> torch.Tensor:
@@ -222,8 +230,10 @@ def bench(name: str, builder: Builder, directory: Path, batch: int, reps: int) -
                 return net_f(xf)
 
         outputs[fmt] = run_ours().numpy()
-        variants[fmt] = _rate(run_ours, batch, reps)
-    cv_rate = _rate(run_cv, batch, reps)
+        fns[fmt] = run_ours
+    rates = _rates(fns, batch, reps, warmup)
+    cv_rate = rates.pop("opencv")
+    variants = rates
     reference = run_cv().reshape(outputs["contiguous"].shape)
     best = max(variants, key=lambda k: variants[k])
     diff = max(float(np.max(np.abs(o - reference))) for o in outputs.values())
@@ -248,10 +258,11 @@ def main() -> None:
     args = parser.parse_args()
     import cv2
 
-    reps = args.reps or (3 if args.quick else 5)
+    reps = args.reps or (2 if args.quick else 5)
+    warmup = 3  # oneDNN compiles kernels during the first calls of each shape
     batch = 4 if args.quick and args.batch == 32 else args.batch
     with tempfile.TemporaryDirectory() as tmp:
-        results = [bench(name, make(batch, args.quick), Path(tmp), batch, reps)
+        results = [bench(name, make(batch, args.quick), Path(tmp), batch, reps, warmup)
                    for name, make in (("caffenet", caffenet), ("resnet", resnet))]
     print(json.dumps({
         "benchmark": "caffe_import", "quick": args.quick, "target_ratio": 1.0,

@@ -103,34 +103,56 @@ def time_both(net: ResNet18, x: np.ndarray, batch: int, repeats: int) -> dict[st
     handler.extract(x[:batch], LAYERS, batch_size=batch, progress=False)  # warm-up
     with torch.no_grad():
         bare(batches[0])
-    t_bare, t_ext = [], []
-    for _ in range(repeats):  # interleaved, so machine load affects both alike
-        start = time.perf_counter()
+    def run_bare() -> None:
         with torch.no_grad():
             for b in batches:
                 bare(b)
-        t_bare.append(time.perf_counter() - start)
-        start = time.perf_counter()
+
+    def run_extract() -> None:
         handler.extract(x, LAYERS, pooling="avg", batch_size=batch, progress=False)
-        t_ext.append(time.perf_counter() - start)
+
+    times: dict[str, list[float]] = {"bare": [], "extract": []}
+    for r in range(repeats):  # interleaved, order alternating, so load changes hit both
+        order = [("bare", run_bare), ("extract", run_extract)]
+        for key, fn in order if r % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    t_bare, t_ext = times["bare"], times["extract"]
     n = len(x)
     bare_ips, ext_ips = n / min(t_bare), n / min(t_ext)
     return {"bare_images_per_s": round(bare_ips, 2), "extract_images_per_s": round(ext_ips, 2),
             "ratio": round(ext_ips / bare_ips, 4), "timed_images": n, "repeats": repeats}
 
 
+def _rss_mb(field: str) -> float:
+    """VmRSS / VmHWM of this process from /proc (Linux); ru_maxrss elsewhere.
+
+    ru_maxrss is not used on Linux because it keeps the parent's peak across fork+exec.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_child(n: int, batch: int, size: int, width: int) -> None:
     torch.manual_seed(0)
     net = ResNet18(width=width).eval()
     handler = ModelHandler(net)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    handler.extract(Images(batch, size), LAYERS, batch_size=batch, progress=False)  # warm-up
+    base = _rss_mb("VmRSS")
     with tempfile.TemporaryDirectory() as out:
         feats = handler.extract(Images(n, size), LAYERS, pooling="flatten", batch_size=batch,
                                 progress=False, out=out)
         nbytes = int(sum(a.nbytes for a in feats.values()))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = _rss_mb("VmHWM")
         del feats
-    print(json.dumps({"rss_before_mb": round(base / 1024, 1), "peak_rss_mb": round(peak / 1024, 1),
+    print(json.dumps({"rss_before_mb": round(base, 1), "peak_rss_mb": round(peak, 1),
                       "features_on_disk_mb": round(nbytes / 2**20, 1)}))
 
 
@@ -146,7 +168,7 @@ def main() -> None:
         rss_child(*args.rss_child)
         return
     quick = args.quick
-    size, width = (64, 8) if quick else (224, 64)
+    size, width = (32, 4) if quick else (224, 64)
     batch = args.batch_size or (4 if quick else 32)
     n = args.images or (8 if quick else 128)
     repeats = args.repeats or (1 if quick else 3)

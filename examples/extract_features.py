@@ -19,6 +19,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from repurpose import ModelHandler
@@ -74,7 +76,8 @@ def main() -> None:
                                            random_state=0, stratify=yt)
     for layer in layers:
         f = feats[layer]
-        clf = LogisticRegression(max_iter=500).fit(f[idx_train], yt[idx_train])
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        clf.fit(f[idx_train], yt[idx_train])
         acc = clf.score(f[idx_test], yt[idx_test])
         print(f"{names[layer]:>20}: {f.shape[1]:3d} features, accuracy on digits 5-9 = {acc:.3f}")
 

@@ -34,6 +34,9 @@ from repurpose.repurposers import (
     GatedRepurposer,
     RandomFreezeRepurposer,
 )
+from repurpose.repurposers import BNNRepurposer, GPRepurposer
+from repurpose import metrics
+from repurpose._calibration import calibrate
 # --- caffe section ---
 from repurpose import caffe
 # --- mxnet section ---
@@ -65,6 +68,10 @@ __all__ = [
     "register_repurposer",
     "list_repurposers",
     "load",
+    "GPRepurposer",
+    "BNNRepurposer",
+    "calibrate",
+    "metrics",
     # --- caffe names ---
     "caffe",
     # --- mxnet names ---

@@ -41,7 +41,7 @@ def _proba(proba: Any) -> np.ndarray:
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 1:
         raise ValueError(f"proba must have shape (n, n_classes); got shape {p.shape}")
-    if not np.all(np.isfinite(p)) or p.min() < -1e-6:
+    if p.size and (not np.all(np.isfinite(p)) or p.min() < -1e-6):
         raise ValueError("proba must hold finite, non-negative probabilities")
     return p
 

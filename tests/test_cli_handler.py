@@ -116,3 +116,8 @@ def test_load_model_spec_dispatch(monkeypatch, tmp_path, saved_graph):
     assert load_model_spec(saved_graph).layer_names == ["conv1", "relu1", "fc"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model_spec(tmp_path / "missing")
+
+
+def test_weights_with_a_directory_is_refused(saved_graph):
+    with pytest.raises(ValueError, match="--weights is for Caffe and MXNet files"):
+        load_model_spec(saved_graph, weights="w.caffemodel")

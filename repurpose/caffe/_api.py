@@ -73,4 +73,4 @@ def handler_from_caffe(
             spec, shape, mean, channel_order=channel_order, raw_scale=raw_scale,
             input_scale=input_scale, resize=resize,
         )
-    return ModelHandler(net, input_shape=shape, preprocess=pre, device=device)
+    return ModelHandler(net, input_shape=shape[1:], preprocess=pre, device=device)

@@ -20,6 +20,7 @@ import torch
 from repurpose._exceptions import ModelFormatError, RepurposeError
 from repurpose.caffe import _layers, _parse
 from repurpose.graph import GraphNet, Node, build_op
+from repurpose.graph._graph import module_name
 
 __all__ = ["load_net", "convert_spec", "SKIPPED_TYPES"]
 
@@ -89,7 +90,7 @@ def _inputs(spec: _parse.NetSpec, input_shape: Any) -> dict[str, list[int]]:
     for layer in spec.layers:
         if layer.type == "Input":
             declared.update(zip(layer.top, _parse.input_layer_shapes(layer)))
-        elif layer.type in _parse.DATA_LAYER_TYPES:
+        elif _is_data_layer(layer):
             declared.update({layer.top[0]: None} if layer.top else {})
     given = _given_shapes(input_shape, list(declared))
     unknown = [k for k in given if k not in declared]
@@ -111,6 +112,11 @@ def _inputs(spec: _parse.NetSpec, input_shape: Any) -> dict[str, list[int]]:
     return shapes
 
 
+def _is_data_layer(layer: Any) -> bool:
+    """Data layers (and bottom-less Python layers) feed the net: they become inputs."""
+    return layer.type in _parse.DATA_LAYER_TYPES and not layer.bottom
+
+
 class _Builder:
     def __init__(self, spec: _parse.NetSpec, weights: dict[str, list[np.ndarray]] | None,
                  inputs: dict[str, list[int]]) -> None:
@@ -126,9 +132,10 @@ class _Builder:
         self.n_params = 0
         self.missing: list[str] = []
         self.used: set[str] = set()
+        self.input_values: dict[str, list[int]] = {}
 
     def _kept(self, layer: Any) -> bool:
-        if layer.type == "Input" or layer.type in _parse.DATA_LAYER_TYPES:
+        if layer.type == "Input" or _is_data_layer(layer):
             return False
         return layer.type not in SKIPPED_TYPES
 
@@ -141,6 +148,7 @@ class _Builder:
             value = self._value(name, name)
             self.current[name] = value
             self.shapes[value] = tuple(dims)
+            self.input_values[value] = list(dims)
         for layer in self.layers:
             try:
                 self._add(layer)
@@ -205,8 +213,19 @@ class _Builder:
         if not outputs and produced:
             outputs = [produced[-1]]
         if not outputs:
-            outputs = list(self.inputs)
-        net = GraphNet(self.nodes, list(self.inputs), outputs, self.inputs)
+            outputs = list(self.input_values)
+        # Built on the meta device, so that weights read from the caffemodel are not first
+        # randomly initialised (a third of CaffeNet's import time); layers the caffemodel
+        # does not fill completely are then rebuilt normally.
+        with torch.device("meta"):
+            net = GraphNet(self.nodes, list(self.input_values), outputs, self.input_values)
+        for node in self.nodes:
+            name = module_name(node.name)
+            keys = [f"{name}.{k}" for k in net.get_submodule(name).state_dict()]
+            if all(k in self.state for k in keys):
+                net.get_submodule(name).to_empty(device="cpu")
+            else:
+                net.add_module(name, build_op(node.op, node.attrs))
         missing, unexpected = net.load_state_dict(self.state, strict=False)
         if unexpected:
             raise ModelFormatError(f"internal: unexpected weights {unexpected[:5]}")

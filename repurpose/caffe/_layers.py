@@ -183,7 +183,13 @@ def _state(**arrays: np.ndarray | None) -> dict[str, np.ndarray]:
 
 def _conv_common(ctx: LayerContext) -> tuple[dict[str, Any], Any, tuple[int, ...]]:
     p = ctx.layer.convolution_param
-    shape = _one_input(ctx)
+    if not ctx.in_shapes or len(ctx.in_shapes) != len(ctx.layer.top):
+        raise ModelFormatError(f"layer {ctx.name!r}: a convolution needs one top per bottom, "
+                               f"got {len(ctx.in_shapes)} bottom(s), {len(ctx.layer.top)} top(s)")
+    shape = ctx.in_shapes[0]
+    if any(s[1:] != shape[1:] for s in ctx.in_shapes):
+        raise ModelFormatError(f"layer {ctx.name!r}: bottoms of a shared-weight convolution "
+                               f"differ in shape: {ctx.in_shapes}")
     if len(shape) != 4 or p.axis != 1:
         raise UnsupportedLayerError(
             f"layer {ctx.name!r}: only 2-D convolution on NCHW input is supported "
@@ -223,7 +229,8 @@ def _convolution(ctx: LayerContext) -> Converted:
     wshape = (p.num_output, shape[1] // attrs["groups"], *attrs["kernel_size"])
     state = _state(weight=ctx.blob(0, wshape, "weight"),
                    bias=ctx.blob(1, (p.num_output,), "bias") if p.bias_term else None)
-    return Converted("conv2d", attrs, state)
+    return Converted("conv2d" if len(ctx.in_shapes) == 1 else "caffe.conv2d_shared", attrs,
+                     state)
 
 
 @register_layer("Deconvolution")
@@ -233,7 +240,8 @@ def _deconvolution(ctx: LayerContext) -> Converted:
     wshape = (shape[1], p.num_output // attrs["groups"], *attrs["kernel_size"])
     state = _state(weight=ctx.blob(0, wshape, "weight"),
                    bias=ctx.blob(1, (p.num_output,), "bias") if p.bias_term else None)
-    return Converted("conv_transpose2d", attrs, state)
+    op = "conv_transpose2d" if len(ctx.in_shapes) == 1 else "caffe.conv_transpose2d_shared"
+    return Converted(op, attrs, state)
 
 
 def pooling_ceil(p: Any) -> bool:
@@ -311,6 +319,11 @@ def _batch_norm(ctx: LayerContext) -> Converted:
     attrs = {"num_features": c, "eps": float(p.eps), "affine": False,
              "momentum": 1.0 - float(p.moving_average_fraction),
              "track_running_stats": bool(global_stats)}
+    if ctx.blobs is not None and len(ctx.blobs) > 3:
+        raise UnsupportedLayerError(
+            f"BatchNorm layer {ctx.name!r} has {len(ctx.blobs)} blobs (NVIDIA-Caffe's fused "
+            "scale/bias form); only Caffe's 3-blob BatchNorm is supported"
+        )
     if not global_stats:
         return Converted("batch_norm", attrs)
     mean, var = ctx.blob(0, (c,), "mean"), ctx.blob(1, (c,), "variance")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,8 @@ __all__ = [
     "CaffeReshape",
     "CaffeArgMax",
     "CaffeSplit",
+    "SharedConv2d",
+    "SharedConvTranspose2d",
     "pool_output_size",
 ]
 
@@ -144,17 +147,48 @@ class CaffeLRN(nn.Module):
             raise ValueError(f"LRN region must be 'across' or 'within', got {region!r}")
         self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
         self.region = region
+        self._bands: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
                 f"region={self.region}")
 
+    def _band(self, channels: int, x: torch.Tensor) -> torch.Tensor:
+        """(C, C, 1, 1) 0/1 matrix summing each channel's window (a 1x1 convolution is
+        much faster than ``F.local_response_norm``'s 3-D average pooling)."""
+        key = (channels, str(x.device), x.dtype)
+        if key not in self._bands:
+            idx = torch.arange(channels, device=x.device)
+            diff = idx[None, :] - idx[:, None]  # input channel - output channel
+            band = (diff >= -(self.size // 2)) & (diff <= (self.size - 1) // 2)
+            self._bands[key] = band.to(x.dtype)[:, :, None, None]
+        return self._bands[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.region == "across":
-            return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+            if x.dim() != 4:
+                return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+            window = F.conv2d(x * x, self._band(x.shape[1], x))
+            return x * (window * (self.alpha / self.size) + self.k).pow(-self.beta)
         pad = (self.size - 1) // 2
         mean_sq = F.avg_pool2d(x * x, self.size, 1, pad, count_include_pad=True)
         return x * (1.0 + self.alpha * mean_sq).pow(-self.beta)
+
+
+@register_op("caffe.conv2d_shared")
+class SharedConv2d(nn.Conv2d):
+    """One convolution applied to several inputs (Caffe's multi-bottom Convolution)."""
+
+    def forward(self, *xs: torch.Tensor) -> Any:  # type: ignore[override]
+        return tuple(self._conv_forward(x, self.weight, self.bias) for x in xs)
+
+
+@register_op("caffe.conv_transpose2d_shared")
+class SharedConvTranspose2d(nn.ConvTranspose2d):
+    """One transposed convolution applied to several inputs (multi-bottom Deconvolution)."""
+
+    def forward(self, *xs: torch.Tensor) -> Any:  # type: ignore[override]
+        return tuple(nn.ConvTranspose2d.forward(self, x) for x in xs)
 
 
 def _broadcast_shape(x: torch.Tensor, axis: int, shape: Sequence[int]) -> list[int]:
@@ -185,10 +219,12 @@ class CaffeScale(nn.Module):
         w = self.weight if scale is None else scale
         if w is None:
             raise ValueError("this Scale layer takes its scale as a second input")
-        y = x * w.reshape(_broadcast_shape(x, self.axis, w.shape))
-        if self.bias is not None:
-            y = y + self.bias.reshape(_broadcast_shape(x, self.axis, self.bias.shape))
-        return y
+        w = w.reshape(_broadcast_shape(x, self.axis, w.shape))
+        if self.bias is None:
+            return x * w
+        # one fused pass instead of a multiply then an add (3x faster on CPU)
+        return torch.addcmul(self.bias.reshape(_broadcast_shape(x, self.axis, self.bias.shape)),
+                             x, w)
 
 
 @register_op("caffe.bias")

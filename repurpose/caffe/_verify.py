@@ -87,8 +87,8 @@ def opencv_blobs(prototxt: str | Path, caffemodel: str | Path | None,
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     net.enableFusion(False)
     known = set(net.getLayerNames())
-    for name, arr in feeds.items():
-        net.setInput(np.ascontiguousarray(arr, dtype=np.float32), name)
+    for name, arr in feeds.items():  # an input overwritten in place is value "blob@blob"
+        net.setInput(np.ascontiguousarray(arr, dtype=np.float32), name.split("@")[0])
     wanted = [name for name in layers if name in known]
     result: dict[str, list[np.ndarray]] = {}
     plain = [n for n in wanted if n not in overwritten]

@@ -95,7 +95,11 @@ def load_digits_split(k_per_class: int, seed: int = 0) -> DigitsSplit:
 
 
 def digits_cnn(
-    n_classes: int = 5, channels: Sequence[int] = (16, 32), width: int = 64, seed: int = 0
+    n_classes: int = 5,
+    channels: Sequence[int] = (16, 32),
+    width: int = 64,
+    seed: int = 0,
+    in_channels: int = 1,
 ) -> GraphNet:
     """A freshly initialised small CNN for 1x8x8 images, as a saveable :class:`GraphNet`.
 
@@ -112,6 +116,8 @@ def digits_cnn(
         Width of ``fc6`` and ``fc7``.
     seed : int
         Seed of the initial weights.
+    in_channels : int
+        Input channels (3 for RGB images loaded from an image folder).
 
     Returns
     -------
@@ -119,8 +125,8 @@ def digits_cnn(
     """
     c1, c2 = (int(c) for c in channels)
     specs = [
-        ("conv1", "conv2d", "data", dict(in_channels=1, out_channels=c1, kernel_size=3,
-                                         padding=1)),
+        ("conv1", "conv2d", "data", dict(in_channels=int(in_channels), out_channels=c1,
+                                         kernel_size=3, padding=1)),
         ("relu1", "relu", "conv1", {}),
         ("conv2", "conv2d", "relu1", dict(in_channels=c1, out_channels=c2, kernel_size=3,
                                           stride=2, padding=1)),
@@ -134,7 +140,7 @@ def digits_cnn(
     nodes = [Node(name, op, (src,), (name,), attrs) for name, op, src, attrs in specs]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return GraphNet(nodes, ["data"], ["fc8"], {"data": [1, 1, 8, 8]})
+        return GraphNet(nodes, ["data"], ["fc8"], {"data": [1, int(in_channels), 8, 8]})
 
 
 def train_classifier(

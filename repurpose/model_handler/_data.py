@@ -78,7 +78,13 @@ def num_samples(data: Any) -> int | None:
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return int(data.shape[0])
     if isinstance(data, DataLoader):
-        data = data.dataset
+        if data.batch_size is None or isinstance(data.dataset, IterableDataset):
+            return None  # custom batch sampler or stream: count as we go
+        try:
+            n = len(data.sampler)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+        return n - n % data.batch_size if data.drop_last else n
     if isinstance(data, IterableDataset):
         return None
     try:

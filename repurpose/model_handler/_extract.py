@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ __all__ = [
     "Runner",
     "eval_mode",
     "graph_module",
-    "run_layers",
     "pool",
     "MemoryWriter",
     "DiskWriter",
@@ -51,7 +50,9 @@ class Runner:
         self.names = list(names)
         self.stop_early = stop_early
         self.pooling = pooling
-        modules = dict(module.named_modules())
+        modules = index.modules or dict(module.named_modules())
+        self._handles: list[Any] = []
+        self._attach: Callable[[], None] | None = None
         self._call: Callable[[torch.Tensor], dict[str, Any]]
         if isinstance(module, GraphNet):
             self._call = self._graph_call(module, index)
@@ -82,55 +83,89 @@ class Runner:
 
     def _hook_call(self, targets: Mapping[str, nn.Module]) -> Callable[..., dict[str, Any]]:
         wanted = len(targets)
+        captured: dict[str, Any] = {}
+
+        def make_hook(name: str) -> Callable[..., None]:
+            def hook(_m: nn.Module, _args: Any, output: Any) -> None:
+                if name not in captured:
+                    # Pool now: a later in-place op (ReLU(inplace=True)) may overwrite it.
+                    captured[name] = _detached(pool(output, self.pooling, name), output)
+                    if self.stop_early and len(captured) == wanted:
+                        raise _Stop
+
+            return hook
+
+        def attach() -> None:
+            self._handles = [m.register_forward_hook(make_hook(n)) for n, m in targets.items()]
 
         def call(x: torch.Tensor) -> dict[str, Any]:
-            captured: dict[str, Any] = {}
-
-            def make_hook(name: str) -> Callable[..., None]:
-                def hook(_m: nn.Module, _args: Any, output: Any) -> None:
-                    if name not in captured:
-                        # Pool now: a later in-place op (ReLU(inplace=True)) may overwrite it.
-                        captured[name] = _detached(pool(output, self.pooling, name), output)
-                        if self.stop_early and len(captured) == wanted:
-                            raise _Stop
-
-                return hook
-
-            handles = [m.register_forward_hook(make_hook(n)) for n, m in targets.items()]
+            captured.clear()
+            temporary = not self._handles
+            if temporary:
+                attach()
             try:
                 self.module(x)
             except _Stop:
                 pass
             finally:
-                for h in handles:
-                    h.remove()
+                if temporary:
+                    self.detach()
             missing = [n for n in self.names if n not in captured]
             if missing:
                 raise ValueError(f"layers {missing} did not run during the forward pass")
-            return {n: captured[n] for n in self.names}
+            return {n: captured.pop(n) for n in self.names}
 
+        self._attach = attach
         return call
+
+    def __enter__(self) -> Runner:
+        """Keep the hooks attached across calls (instead of attaching them per batch)."""
+        if self._attach is not None and not self._handles:
+            self._attach()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def _fx_call(self, index: LayerIndex) -> Callable[..., dict[str, Any]]:
         assert index.gm is not None
         node_names = [index.get(n).value for n in self.names]
-        sub = fx_outputs(index.gm, node_names)
+        sub = fx_outputs(index.gm, node_names, self.pooling, self.names)
 
         def call(x: torch.Tensor) -> dict[str, Any]:
-            return {n: pool(v, self.pooling, n) for n, v in zip(self.names, sub(x))}
+            return dict(zip(self.names, sub(x)))
 
         return call
 
 
-def fx_outputs(gm: fx.GraphModule, node_names: Sequence[str]) -> fx.GraphModule:
-    """A graph module returning the tuple of the named nodes' values, and nothing more."""
+def capture(value: Any, mode: str | None, layer: str) -> Any:
+    """Pool a layer output as soon as it exists, so later in-place ops cannot change it."""
+    return _detached(pool(value, mode, layer), value)
+
+
+def fx_outputs(gm: fx.GraphModule, node_names: Sequence[str], pooling: str | None = None,
+               layers: Sequence[str] | None = None) -> fx.GraphModule:
+    """A graph module returning the named nodes' values, captured (and pooled) right
+    where they are computed, and computing nothing more."""
+    layers = list(layers or node_names)
+    wanted = dict(zip(node_names, layers))
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
+    captured: dict[str, fx.Node] = {}
     for node in gm.graph.nodes:
         if node.op == "output":
             continue
         env[node.name] = graph.node_copy(node, lambda n: env[n.name])
-    graph.output(tuple(env[n] for n in node_names))
+        if node.name in wanted:
+            captured[node.name] = graph.call_function(
+                capture, (env[node.name], pooling, wanted[node.name])
+            )
+    graph.output(tuple(captured[n] for n in node_names))
     return graph_module(gm, graph)
 
 
@@ -140,13 +175,6 @@ def graph_module(root: nn.Module, graph: fx.Graph, name: str = "GraphModule") ->
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return fx.GraphModule(gm, gm.graph, name)  # drops submodules no node uses any more
-
-
-def run_layers(module: nn.Module, index: LayerIndex, names: Sequence[str], x: torch.Tensor,
-               stop_early: bool = True) -> dict[str, Any]:
-    """Outputs of ``names`` for one batch (no grad, no mode change)."""
-    with torch.no_grad():
-        return Runner(module, index, names, stop_early)(x)
 
 
 def _detached(value: Any, output: Any) -> Any:
@@ -178,6 +206,9 @@ def pool(value: Any, mode: str | None, layer: str) -> Any:
 def to_numpy(values: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Move a batch of features to host memory, with one transfer when shapes allow."""
     tensors = list(values.values())
+    for name, t in values.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"layer {name!r} outputs {type(t).__name__}, not a tensor")
     same = len({(t.dtype, t.device) for t in tensors}) == 1
     if len(tensors) > 1 and same and all(t.dim() == 2 for t in tensors):
         host = torch.cat([t.detach() for t in tensors], dim=1).cpu().numpy()
@@ -321,12 +352,17 @@ def _file_names(names: Sequence[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration; then every submodule gets its own mode back."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
+def eval_mode(module: nn.Module, modules: Iterable[nn.Module] | None = None) -> Iterator[None]:
+    """Eval mode for the duration; then every submodule gets its own mode back.
+
+    ``modules`` (all submodules of ``module``) may be given to save walking the tree.
+    """
+    modes = [(m, m.training) for m in (module.modules() if modules is None else modules)]
+    if any(mode for _, mode in modes):
+        module.eval()
     try:
         yield
     finally:
         for m, mode in modes:
-            m.training = mode
+            if m.training != mode:
+                m.training = mode

@@ -126,8 +126,7 @@ class ModelHandler:
         return summarize(self.module, self._index, self.input_shape, self.device)
 
     def _resolve(self, layers: str | Iterable[str]) -> list[str]:
-        modules = (name for name, _ in self.module.named_modules() if name)
-        return self._index.resolve(layers, modules)
+        return self._index.resolve(layers, (name for name in self._index.modules if name))
 
     def _derive(self, module: nn.Module) -> ModelHandler:
         return ModelHandler(module, self.input_shape, self.preprocess, self.device)
@@ -249,7 +248,7 @@ class ModelHandler:
         return out
 
     def _modules_of(self, names: Iterable[str]) -> list[nn.Module]:
-        modules = dict(self.module.named_modules())
+        modules = self._index.modules
         out = []
         for name in names:
             if name in modules:
@@ -339,7 +338,7 @@ class ModelHandler:
         --------
         >>> import numpy as np
         >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
         >>> h = ModelHandler(net)
         >>> x = np.random.rand(6, 1, 8, 8).astype(np.float32)
         >>> f = h.extract(x, ["0", "1"], pooling="max", batch_size=4, progress=False)
@@ -358,7 +357,7 @@ class ModelHandler:
         has_labels = True
         batches = as_batches(data, batch_size, preprocess=self.preprocess)
         try:
-            with eval_mode(self.module), torch.no_grad():
+            with eval_mode(self.module, self._index.modules.values()), torch.no_grad(), runner:
                 for x, y in _progress(batches, num_batches(data, batch_size), progress):
                     writer.write(to_numpy(runner(x.to(self.device, non_blocking=True))))
                     if y is None:

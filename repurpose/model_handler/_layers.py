@@ -12,11 +12,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import fx, nn
 
 from repurpose._exceptions import LayerNotFoundError
@@ -109,8 +108,10 @@ class LayerIndex:
     """The ordered layers of a module, plus the fx trace when one exists."""
 
     def __init__(self, layers: Sequence[Layer], gm: fx.GraphModule | None,
-                 trace_error: str | None = None) -> None:
+                 trace_error: str | None = None,
+                 modules: dict[str, nn.Module] | None = None) -> None:
         self.layers = list(layers)
+        self.modules = modules or {}  # every named submodule, computed once
         self.by_name = {layer.name: layer for layer in self.layers}
         self.position = {layer.name: i for i, layer in enumerate(self.layers)}
         self.gm = gm
@@ -120,11 +121,11 @@ class LayerIndex:
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
-    def get(self, name: str, modules: Iterable[str] = ()) -> Layer:
+    def get(self, name: str, modules: Collection[str] = ()) -> Layer:
         """The layer called ``name``; container modules listed in ``modules`` are accepted too."""
         if name in self.by_name:
             return self.by_name[name]
-        if name in set(modules):
+        if name in modules:
             return Layer(name, "container", "module", name)
         raise not_found(name, self.names)
 
@@ -162,6 +163,12 @@ def not_found(name: str, names: Sequence[str]) -> LayerNotFoundError:
 
 def index_layers(module: nn.Module) -> LayerIndex:
     """List the layers of ``module`` in execution order."""
+    index = _index_layers(module)
+    index.modules = dict(module.named_modules())
+    return index
+
+
+def _index_layers(module: nn.Module) -> LayerIndex:
     if isinstance(module, GraphNet):
         return _graph_index(module)
     try:
@@ -214,12 +221,3 @@ def module_of(module: nn.Module, layer: Layer) -> nn.Module | None:
         assert isinstance(module, GraphNet)
         return module.layer(layer.name)
     return module.get_submodule(layer.name)
-
-
-def output_shapes(module: nn.Module, index: LayerIndex, example: torch.Tensor
-                  ) -> dict[str, tuple[int, ...]]:
-    """Output shape of every layer for one forward pass on ``example``."""
-    from repurpose.model_handler._extract import run_layers
-
-    values = run_layers(module, index, index.names, example, stop_early=False)
-    return {k: tuple(v.shape) for k, v in values.items() if isinstance(v, torch.Tensor)}

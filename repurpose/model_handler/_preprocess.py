@@ -100,7 +100,8 @@ class Preprocess:
         return self.mean if isinstance(self.mean, np.ndarray) else None
 
     def __call__(self, image: Any) -> torch.Tensor:
-        """Preprocess one image (a PIL image, or an RGB array (H, W, 3) in [0, 1]).
+        """Preprocess one image: a PIL image, or an RGB array (H, W, 3) that is float in
+        [0, 1] or uint8 in [0, 255] (a 2-D array is taken as grayscale).
 
         Returns
         -------
@@ -113,7 +114,12 @@ class Preprocess:
             image = self._resize_pil(image.convert("RGB"))
             arr = np.asarray(image, dtype=np.float32) / 255.0
         else:
-            arr = np.asarray(image, dtype=np.float32)
+            raw = np.asarray(image)
+            arr = raw.astype(np.float32) / (255.0 if raw.dtype == np.uint8 else 1.0)
+            if arr.ndim == 2:  # grayscale: repeat into RGB, as PIL's convert("RGB") does
+                arr = np.repeat(arr[:, :, None], 3, axis=2)
+            if arr.ndim != 3 or arr.shape[2] != 3:
+                raise ValueError(f"image array has shape {raw.shape}; expected (H, W, 3) RGB")
             if self.resize is not None:
                 pil = Image.fromarray(np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8))
                 arr = np.asarray(self._resize_pil(pil), dtype=np.float32) / 255.0
@@ -159,7 +165,7 @@ class Preprocess:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
         else:
             size = (self.resize[1], self.resize[0])
-        return image.resize(size, Image.Resampling.BILINEAR)
+        return image.resize(size, getattr(Image, "Resampling", Image).BILINEAR)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable fields; a mean image is replaced by the marker ``"image"``."""

@@ -14,6 +14,7 @@ Every function returns a new module; the input is never modified.
 from __future__ import annotations
 
 import copy
+import operator
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,7 +43,9 @@ def truncate(module: nn.Module, index: LayerIndex, at: str) -> nn.Module:
     gm = _require_fx(index, "truncate")
     nodes = {n.name: n for n in gm.graph.nodes}
     target = nodes[layer.value]
-    _check_no_dangling(index, at, _fx_ancestors(target), lambda name: index.get(name).value)
+    # Shape queries (x.size(0), x.shape) may run early for later use; they are not branches.
+    ancestors = _fx_ancestors(target) | {n.name for n in gm.graph.nodes if _is_metadata(n)}
+    _check_no_dangling(index, at, ancestors, lambda name: index.get(name).value)
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
     for node in gm.graph.nodes:
@@ -72,6 +75,18 @@ def _check_no_dangling(index: LayerIndex, at: str, ancestors: set[str], key: Any
             "layer feeds, such as the block's merge (add/concat), or read the branch with "
             "extract(layers=[...]) instead"
         )
+
+
+def _is_metadata(node: fx.Node) -> bool:
+    """Whether ``node`` only reads tensor metadata (shapes, sizes), not values."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim", "numel")
+    if node.op == "call_function":
+        if node.target in (getattr, len):
+            return True
+        if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+            return _is_metadata(node.args[0])
+    return False
 
 
 def _fx_ancestors(node: fx.Node) -> set[str]:

@@ -139,7 +139,7 @@ class ConvertContext:
         """Shape of data input ``i`` (batch axis first), inferred with a batch of zeros."""
         try:
             return tuple(self._b.evaluate(self.input(i)).shape)
-        except RuntimeError as err:  # torch: the layers so far do not fit the input shape
+        except (RuntimeError, ValueError) as err:  # torch: layers do not fit the input shape
             raise ModelFormatError(f"node {self.name!r} ({self.op}): cannot infer the shape "
                                    f"of its input {i}: {err}") from err
 
@@ -243,7 +243,7 @@ class _Builder:
                 state[key].copy_(torch.from_numpy(np.ascontiguousarray(value)).to(
                     state[key].dtype))
         self.nodes.append(node)
-        self.modules[node.name] = module
+        self.modules[node.name] = module.eval()
 
     def evaluate(self, value: str) -> torch.Tensor:
         if value in self.cache:

@@ -87,7 +87,7 @@ def _batch_norm(ctx: ConvertContext) -> None:
     if a.as_bool("fix_gamma", True):  # MXNet's default: gamma is treated as 1
         gamma = np.ones(shape, np.float32)
     attrs = {"num_features": shape[0], "eps": a.as_float("eps", 1e-3),
-             "momentum": 1.0 - a.as_float("momentum", 0.9)}
+             "momentum": round(1.0 - a.as_float("momentum", 0.9), 9)}
     weights = {"weight": gamma, "bias": ctx.param(2, "beta"),
                "running_mean": ctx.param(3, "moving_mean"),
                "running_var": ctx.param(4, "moving_var")}

@@ -62,7 +62,7 @@ class _Reader:
     def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
         size = struct.calcsize(fmt)
         start = self.take(size, what)
-        return struct.unpack_from(fmt, self.buf, start)
+        return struct.unpack_from(fmt, self.buf.data, start)
 
     def u64(self, what: str) -> int:
         return self.unpack("<Q", what)[0]
@@ -203,7 +203,7 @@ def load_params(path: str | Path, strip_prefixes: bool = False) -> dict[str, np.
         size = f.seek(0, 2)
         f.seek(0)
         buf = np.empty(size, np.uint8)
-        if f.readinto(memoryview(buf)) != size:
+        if f.readinto(buf.data) != size:
             raise ModelFormatError(f"{path}: could not read the whole file")
     params = read_params_bytes(buf, str(path))
     return split_prefixes(params, str(path)) if strip_prefixes else params

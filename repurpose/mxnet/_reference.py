@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     outputs, elapsed = run_internals(sym, params, inputs, repeat)
     outputs["__seconds_per_batch__"] = np.array(elapsed)
     outputs["__mxnet_version__"] = np.array(mx.__version__)
-    np.savez(out_path, **outputs)
+    np.savez(out_path, **outputs)  # type: ignore[arg-type]
     return 0
 
 

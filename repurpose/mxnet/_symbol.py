@@ -134,12 +134,15 @@ class Symbol:
     nodes: list[MXNode]
     heads: list[tuple[int, int]]
     source: str = "<symbol>"
+    _by_name: dict[str, MXNode] | None = field(default=None, repr=False)
 
     def node_by_name(self, name: str) -> MXNode | None:
-        for node in self.nodes:
-            if node.name == name:
-                return node
-        return None
+        """The first node called ``name`` (or None)."""
+        if self._by_name is None:
+            self._by_name = {}
+            for node in self.nodes:
+                self._by_name.setdefault(node.name, node)
+        return self._by_name.get(name)
 
 
 def load_symbol(path_or_json: str | Path | Mapping[str, Any]) -> Symbol:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from repurpose._exceptions import ModelFormatError, RepurposeError
+from repurpose.graph import GraphNet
 from repurpose.mxnet._convert import load_net
 
 __all__ = ["verify", "VerifyReport", "NodeDiff", "REFERENCE_SCRIPT"]
@@ -74,7 +75,7 @@ def _run_reference(symbol: Path, params: Path | None, inputs: Mapping[str, np.nd
                    mxnet_python: str | Path | None) -> tuple[dict[str, np.ndarray], str]:
     with tempfile.TemporaryDirectory() as tmp:
         in_path, out_path = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
-        np.savez(in_path, **inputs)
+        np.savez(in_path, **inputs)  # type: ignore[arg-type]
         python = str(mxnet_python) if mxnet_python is not None else None
         if python is None:
             if not _mxnet_importable():
@@ -181,7 +182,7 @@ def _inputs(names: Sequence[str], shapes: Mapping[str, Sequence[int]],
     return feeds
 
 
-def _compare(net: torch.nn.Module, feeds: Mapping[str, np.ndarray],
+def _compare(net: GraphNet, feeds: Mapping[str, np.ndarray],
              ref: Mapping[str, np.ndarray], source: str, rtol: float, atol: float,
              ) -> VerifyReport:
     produced = {v for node in net.nodes for v in node.outputs}

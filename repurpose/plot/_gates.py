@@ -91,5 +91,6 @@ def gates(
         ax.set_title(f"{layers[i]} (mean {r[:, i, :].mean():.2f})")
         ax.set_xlabel("feature dimension")
         ax.set_ylabel("sample" if i == 0 else "")
-    fig.colorbar(image, ax=axes[0].tolist(), label="gate value r")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="gate value r")
     return fig

@@ -4,23 +4,25 @@ See :mod:`repurpose.repurposers._base` for the hooks a custom repurposer impleme
 """
 
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
+from repurpose.repurposers._bnn import BNNRepurposer
+from repurpose.repurposers._ensemble import EnsembleRepurposer
+from repurpose.repurposers._finetune import FineTuneRepurposer
+from repurpose.repurposers._gated import GatedRepurposer
+from repurpose.repurposers._gp import GPRepurposer
 from repurpose.repurposers._io import (
     arrays_to_module_state,
     load,
     module_state_to_arrays,
 )
+from repurpose.repurposers._lr import LogisticRegressionRepurposer
+from repurpose.repurposers._mlp import MLPRepurposer
+from repurpose.repurposers._random_freeze import RandomFreezeRepurposer
 from repurpose.repurposers._registry import (
     get_repurposer_class,
     list_repurposers,
     register_repurposer,
 )
-from repurpose.repurposers._lr import LogisticRegressionRepurposer
 from repurpose.repurposers._svm import SVMRepurposer
-from repurpose.repurposers._mlp import MLPRepurposer
-from repurpose.repurposers._finetune import FineTuneRepurposer
-from repurpose.repurposers._random_freeze import RandomFreezeRepurposer
-from repurpose.repurposers._gated import GatedRepurposer
-from repurpose.repurposers._ensemble import EnsembleRepurposer
 
 __all__ = [
     "Repurposer",
@@ -38,4 +40,6 @@ __all__ = [
     "RandomFreezeRepurposer",
     "GatedRepurposer",
     "EnsembleRepurposer",
+    "GPRepurposer",
+    "BNNRepurposer",
 ]

@@ -172,13 +172,16 @@ class Repurposer(BaseEstimator, abc.ABC):
         from repurpose.model_handler import as_batches
 
         preprocess = getattr(self.handler, "preprocess", None)
-        xs, ys = [], []
+        xs: list[torch.Tensor] = []
+        ys: list[np.ndarray | None] = []
         for xb, yb in as_batches(X, int(self.batch_size), preprocess=preprocess):
             xs.append(xb)
             ys.append(yb)
         if not xs:
             raise ValueError("the data is empty; give at least one sample per class")
-        found = None if any(v is None for v in ys) else np.concatenate(ys)
+        found: np.ndarray | None = None
+        if all(v is not None for v in ys):
+            found = np.concatenate([v for v in ys if v is not None])
         return torch.cat(xs), (y if y is not None else found)
 
     # ----- public API --------------------------------------------------------------------

@@ -50,7 +50,11 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
     lr : float
         Adam learning rate.
     kl_warmup : float
-        Fraction of the steps over which the KL weight rises from 0 to 1 (0: no annealing).
+        Fraction of the steps over which the KL weight rises from 0 to ``kl_weight``
+        (0: no annealing).
+    kl_weight : float
+        Final weight of the KL term: 1 is the evidence lower bound proper; smaller values
+        give a tempered ("cold") posterior, closer to the maximum a posteriori fit.
     n_samples : int
         Posterior draws averaged at prediction time.
     random_state : int, optional
@@ -82,6 +86,7 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
         train_batch_size: int = 128,
         lr: float = 0.01,
         kl_warmup: float = 0.5,
+        kl_weight: float = 0.1,
         n_samples: int = 100,
         random_state: int | None = None,
         device: str | torch.device = "cpu",
@@ -97,6 +102,7 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
         self.train_batch_size = train_batch_size
         self.lr = lr
         self.kl_warmup = kl_warmup
+        self.kl_weight = kl_weight
         self.n_samples = n_samples
         self.random_state = random_state
         self.device = device
@@ -119,6 +125,8 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
         for name in ("prior_std", "lr"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}; use a positive number")
+        if not 0 < float(self.kl_weight) <= 1:
+            raise ValueError(f"kl_weight={self.kl_weight!r}; use a value in (0, 1]")
         if not 0 <= float(self.kl_warmup) <= 1:
             raise ValueError(f"kl_warmup={self.kl_warmup!r}; use a fraction in [0, 1]")
         return [int(h) for h in hidden]
@@ -148,6 +156,7 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
             batch_size=int(self.train_batch_size),
             lr=float(self.lr),
             kl_warmup=float(self.kl_warmup),
+            kl_weight=float(self.kl_weight),
             seed=seed,
             progress=self.progress,
         )
@@ -164,7 +173,8 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
         return self._sample_proba(features)[0]
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        widths = [int(layer.weight_mu.shape[1]) for layer in self.net_.layers]
+        layers: list[bbm.BayesLinear] = list(self.net_.layers)  # type: ignore[arg-type]
+        widths = [int(layer.weight_mu.shape[1]) for layer in layers]
         meta = {"seed": self.seed_, "in_features": widths[0], "hidden": widths[1:]}
         return meta, module_state_to_arrays(self.net_.state_dict(), prefix="net.")
 

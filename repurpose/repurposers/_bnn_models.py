@@ -94,7 +94,12 @@ class BayesMLP(nn.Module):
         return x
 
     def kl(self) -> torch.Tensor:
-        return sum((layer.kl() for layer in self.layers), torch.zeros(()))
+        """Total KL divergence from the posterior to the prior."""
+        layers: list[BayesLinear] = list(self.layers)  # type: ignore[arg-type]
+        total = layers[0].kl()
+        for layer in layers[1:]:
+            total = total + layer.kl()
+        return total
 
 
 def train_bbb(
@@ -107,11 +112,13 @@ def train_bbb(
     kl_warmup: float,
     seed: int,
     progress: bool,
+    kl_weight: float = 1.0,
 ) -> None:
-    """Maximise the ELBO by Adam on minibatches; the KL weight rises linearly to 1.
+    """Maximise the ELBO by Adam on minibatches; the KL weight rises linearly to ``kl_weight``.
 
     ``kl_warmup`` is the fraction of the ``n_iter`` steps over which the KL weight goes from 0
-    to 1 (0 disables annealing).
+    to ``kl_weight`` (0 disables annealing). ``kl_weight`` 1 is the true ELBO; below 1 gives a
+    tempered posterior.
     """
     n = x.shape[0]
     gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -127,7 +134,7 @@ def train_bbb(
             perm, pos = torch.randperm(n, generator=order_gen), 0
         idx = perm[pos : pos + bs].to(x.device)
         pos += bs
-        beta = min(1.0, (step + 1) / warm) if kl_warmup > 0 else 1.0
+        beta = kl_weight * (min(1.0, (step + 1) / warm) if kl_warmup > 0 else 1.0)
         opt.zero_grad()
         nll = F.cross_entropy(net(x[idx], gen), y[idx])
         loss = nll + beta * net.kl().to(nll.device) / n

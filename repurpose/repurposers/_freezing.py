@@ -83,7 +83,7 @@ def frozen_norm_layers(model: nn.Module) -> list[nn.Module]:
     This finds layers frozen by someone else (for example ``ModelHandler.freeze``), so
     that a model frozen outside this library also keeps its statistics.
     """
-    found = []
+    found: list[nn.Module] = []
     for m in model.modules():
         if isinstance(m, _NORM_STATS):
             params = list(m.parameters())

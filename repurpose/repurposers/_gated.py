@@ -90,6 +90,10 @@ class GatedRepurposer(MetaModelRepurposer):
         Two or more layers to gate (e.g. ``["fc6", "fc7"]``).
     dim : int, optional
         The common width ``d``; default the layers' width, or the smallest when they differ.
+    project : bool, optional
+        None (the paper): a learned projection only for layers whose width is not ``d``.
+        True: project every layer (an extension; it lets the model down-weight a weak layer
+        beyond what the bounded gates allow). False: no projections (widths must equal ``d``).
     dropout : float
         Dropout on ``g`` during training.
     lr, weight_decay, optimizer, schedule, max_epochs, batch_size, validation_fraction,
@@ -124,11 +128,15 @@ class GatedRepurposer(MetaModelRepurposer):
     ((60, 2, 8), True)
     """
 
+    model_: Any
+    history_: dict[str, list[float]]
+
     def __init__(
         self,
         handler: Any = None,
         feature_layers: str | Sequence[str] | None = None,
         dim: int | None = None,
+        project: bool | None = None,
         dropout: float = 0.2,
         lr: float = 1e-2,
         weight_decay: float = 1e-3,
@@ -149,6 +157,7 @@ class GatedRepurposer(MetaModelRepurposer):
         super().__init__(handler, feature_layers, pooling, "concat", batch_size, progress)
         del self.combine  # the gates do the combining
         self.dim = dim
+        self.project = project
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -202,7 +211,7 @@ class GatedRepurposer(MetaModelRepurposer):
     def _gated_net(self, widths: Sequence[int], seed: int) -> GatedNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return GatedNet(widths, self.n_classes_, self.dim, float(self.dropout))
+            return GatedNet(widths, self.n_classes_, self.dim, float(self.dropout), self.project)
 
     # ----- cached features (default) -----------------------------------------------------
     def _fit_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
@@ -227,7 +236,9 @@ class GatedRepurposer(MetaModelRepurposer):
         return torch.softmax(logits.double(), 1).numpy()
 
     def _gate_net(self) -> GatedNet:
-        return self.model_.head.net if self.end_to_end else self.model_
+        net = self.model_.head.net if self.end_to_end else self.model_
+        assert isinstance(net, GatedNet)  # internal invariant, not user input
+        return net
 
     # ----- end to end --------------------------------------------------------------------
     def _prepare(self, X: Any, y: Any = None, *, labels: bool, fitting: bool = False

@@ -30,10 +30,14 @@ class GatedNet(nn.Module):
         differ, the smallest one. A layer whose width is not ``d`` is projected linearly.
     dropout : float
         Dropout on the combined vector ``g`` (training only).
+    project : bool, optional
+        Learn a linear projection for every layer (True), for none (False), or only for the
+        layers whose width is not ``d`` (None, the paper's choice).
     """
 
     def __init__(
-        self, in_dims: Sequence[int], n_classes: int, dim: int | None = None, dropout: float = 0.0
+        self, in_dims: Sequence[int], n_classes: int, dim: int | None = None,
+        dropout: float = 0.0, project: bool | None = None,
     ) -> None:
         super().__init__()
         self.in_dims = [int(d) for d in in_dims]
@@ -46,9 +50,21 @@ class GatedNet(nn.Module):
             self.register_buffer(f"mean{i}", torch.zeros(d))
             self.register_buffer(f"scale{i}", torch.ones(d))
         self.proj = nn.ModuleList(
-            nn.Identity() if d == self.dim else nn.Linear(d, self.dim) for d in self.in_dims
+            nn.Linear(d, self.dim) if project or (project is None and d != self.dim)
+            else nn.Identity()
+            for d in self.in_dims
         )
-        self.gate = nn.ModuleList(nn.Linear(self.dim, self.dim) for _ in range(n))
+        if project is False and any(d != self.dim for d in self.in_dims):
+            raise ValueError(
+                f"project=False needs layers of width dim={self.dim}; got widths {self.in_dims}"
+            )
+        gates = [nn.Linear(self.dim, self.dim) for _ in range(n)]
+        for gate in gates:
+            # Start from equal shares (r = 1/n): the gates then learn only the per-sample
+            # deviations that the data supports, instead of starting from random mixing.
+            nn.init.zeros_(gate.weight)
+            nn.init.zeros_(gate.bias)
+        self.gate = nn.ModuleList(gates)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.dim, n_classes)
 

@@ -100,7 +100,7 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         kernel: str = "rbf",
         kernel_per_layer: bool = True,
         ard: bool = False,
-        alpha_epsilon: float = 0.01,
+        alpha_epsilon: float = 0.001,
         exact_threshold: int = 1000,
         n_inducing: int = 256,
         n_iter: int = 50,

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import gpytorch
 import numpy as np
 import torch
+from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 __all__ = ["DirichletSVGP", "build_kernel", "dirichlet_targets", "fit_exact", "fit_svgp"]
 
 KERNELS = ("rbf", "matern52")
+MIN_LENGTHSCALE = 0.25  # relative to the median pairwise distance of the block
 
 
 def dirichlet_targets(
@@ -51,16 +53,24 @@ def build_kernel(
     """Sum of one scaled kernel per feature block ``(start, stop)`` of the concatenated features.
 
     Lengthscales start at ``scales`` (one per block; the median pairwise distance works well),
-    so that high-dimensional features do not start with an all-zero kernel matrix.
+    so that high-dimensional features do not start with an all-zero kernel matrix. They are
+    kept above ``MIN_LENGTHSCALE`` times that scale: with few labels the marginal likelihood
+    otherwise sometimes drives one block's lengthscale to 0, turning it into white noise that
+    explains the training labels and predicts nothing.
     """
     parts = []
     for (start, stop), scale in zip(blocks, scales):
         dims = tuple(range(start, stop))
         ard_dims = len(dims) if ard else None
+        bound = GreaterThan(MIN_LENGTHSCALE * float(scale))
         if kernel == "rbf":
-            base: Kernel = RBFKernel(ard_num_dims=ard_dims, active_dims=dims)
+            base: Kernel = RBFKernel(
+                ard_num_dims=ard_dims, active_dims=dims, lengthscale_constraint=bound
+            )
         else:
-            base = MaternKernel(nu=2.5, ard_num_dims=ard_dims, active_dims=dims)
+            base = MaternKernel(
+                nu=2.5, ard_num_dims=ard_dims, active_dims=dims, lengthscale_constraint=bound
+            )
         base.lengthscale = torch.full_like(base.lengthscale, float(scale))
         scaled = ScaleKernel(base)
         scaled.outputscale = 1.0 / len(blocks)
@@ -290,7 +300,7 @@ def fit_svgp(
     seed: int,
     progress: bool,
 ) -> DirichletSVGP:
-    """Train ``model`` by minibatch ELBO for ``n_epochs`` passes over ``x`` (rows of ``targets``)."""
+    """Train ``model`` by minibatch ELBO for ``n_epochs`` passes over the rows of ``x``."""
     n = x.shape[0]
     with torch.no_grad():
         model.mean_module.constant.fill_(float(targets.mean()))

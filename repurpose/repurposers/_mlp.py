@@ -64,8 +64,8 @@ class MLPRepurposer(MetaModelRepurposer):
         dropout: float = 0.1,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        max_epochs: int = 200,
-        train_batch_size: int = 32,
+        max_epochs: int = 100,
+        train_batch_size: int = 64,
         validation_fraction: float = 0.2,
         patience: int = 10,
         random_state: int | None = None,
@@ -154,8 +154,9 @@ def _train(
     opt = torch.optim.Adam(net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, wait, epoch = np.inf, None, 0, 0
+    best, best_state, wait, epochs = np.inf, None, 0, 0
     for epoch in range(1, int(opts.max_epochs) + 1):
+        epochs = epoch
         net.train()
         for idx in torch.randperm(len(yt), generator=gen).split(int(opts.train_batch_size)):
             opt.zero_grad()
@@ -173,7 +174,7 @@ def _train(
                 break
     if best_state is not None:
         net.load_state_dict(best_state)
-    return epoch
+    return epochs
 
 
 def _loss(net: nn.Module, X: np.ndarray, y: Any, loss_fn: nn.Module, device: Any) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = ["NetworkRepurposer", "ClassifierNet", "Head", "layer_modules", "pool_
 TRAIN_PARAMS = ("lr", "optimizer", "momentum", "weight_decay", "l2sp", "schedule",
                 "max_epochs", "batch_size", "clip_grad_norm", "patience", "unfreeze_after",
                 "augment", "amp", "checkpoint_dir", "callbacks", "progress")
+Data = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 # Not JSON-able (callables); saved as None, since predictions do not depend on them.
 _RUNTIME_ONLY = ("augment", "callbacks")
 
@@ -220,11 +221,11 @@ class NetworkRepurposer(Repurposer):
             body_norms=[m for m in body.module.modules() if isinstance(m, NORM_TYPES)],
             l2sp_params=anchored,
         )
-        train, val = self._split(X, y, seed)
-        self.history_ = trainer.fit(*train, val)
+        (inputs, labels), val = self._split(X, y, seed)
+        self.history_ = trainer.fit(inputs, labels, val)
         self.model_ = model.eval()
 
-    def _split(self, X: torch.Tensor, y: np.ndarray, seed: int):
+    def _split(self, X: torch.Tensor, y: np.ndarray, seed: int) -> tuple[Data, Data | None]:
         X_val, y_val = getattr(self, "_val_data", (None, None))
         yt = torch.as_tensor(y, dtype=torch.long)
         if X_val is not None:
@@ -301,5 +302,3 @@ def copy_module(module: nn.Module) -> nn.Module:
     """A deep copy, so that training never touches the handler's module."""
     return copy.deepcopy(module)
 
-
-Callback = Callable[[int, dict[str, float]], Any]

@@ -119,7 +119,7 @@ def split_validation(
     classes, counts = np.unique(y, return_counts=True)
     n_val = max(1, int(round(fraction * len(y))))
     if n_val >= len(classes) and counts.min() >= 2:
-        val = []
+        val: list[int] = []
         for c in classes:
             idx = rng.permutation(np.flatnonzero(y == c))
             take = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
@@ -303,34 +303,46 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(s.schedule, step, steps * s.max_epochs)
         )
-        run = {"settings": s.fingerprint(), "data": _data_hash(inputs, y),
-               "val": None if val is None else _data_hash(*val),
-               "params": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
-        self._run_id = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
+        self._run_id = self._identify(inputs, y, val) if s.checkpoint_dir is not None else ""
         self._best: dict[str, torch.Tensor] | None = None
         self._best_loss, self._bad_epochs, start, done = math.inf, 0, 0, False
         if s.checkpoint_dir is not None:
             start, done = self._resume()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            bar = tqdm(range(start, s.max_epochs), desc="epochs", disable=not s.progress or done,
-                       leave=False, initial=start, total=s.max_epochs)
-            for epoch in bar if not done else ():
+            bar = tqdm(total=s.max_epochs, initial=start, desc="epochs", leave=False,
+                       disable=not s.progress or done, unit="epoch")
+            for epoch in range(start, s.max_epochs if not done else start):
                 torch.manual_seed(s.seed * 1_000_003 + epoch)
                 logs = self._run_epoch(epoch, inputs, y, val)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "epoch"})
-                stop = s.patience is not None and self._bad_epochs >= s.patience
-                last = stop or epoch == s.max_epochs - 1
-                if last:
-                    self._restore_best()
-                self._save(epoch + 1, complete=last)
-                for callback in s.callbacks:
-                    callback(epoch, logs)
-                if stop:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "epoch"},
+                                refresh=False)
+                bar.update(1)
+                if self._end_epoch(epoch, logs):
                     break
             bar.close()
         self.model.eval()
         return self.history
+
+    def _end_epoch(self, epoch: int, logs: dict[str, float]) -> bool:
+        """Early stopping, checkpoint and callbacks after an epoch; True to stop."""
+        s = self.settings
+        stop = s.patience is not None and self._bad_epochs >= s.patience
+        last = stop or epoch == s.max_epochs - 1
+        if last:
+            self._restore_best()
+        self._save(epoch + 1, complete=last)
+        for callback in s.callbacks:
+            callback(epoch, logs)
+        return stop
+
+    def _identify(self, inputs: Inputs, y: torch.Tensor,
+                  val: tuple[Inputs, torch.Tensor] | None) -> str:
+        """A hash of the settings, data and network shapes: a checkpoint must match it."""
+        run = {"settings": self.settings.fingerprint(), "data": _data_hash(inputs, y),
+               "val": None if val is None else _data_hash(*val),
+               "params": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
+        return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
 
     def _run_epoch(
         self, epoch: int, inputs: Inputs, y: torch.Tensor, val: tuple[Inputs, torch.Tensor] | None

@@ -52,11 +52,14 @@ def test_handler_preprocess_from_mean_file(tmp_path: Path) -> None:
     assert pre.resize == (8, 8) and pre.crop == (6, 6)
     np.testing.assert_array_equal(pre.mean, mean)
     assert handler.layer_names == ["conv1", "relu1", "pool1", "fc7"]
+    assert tuple(handler.input_shape) == (3, 6, 6)
     # The image pipeline is Caffe's: RGB [0,1] -> BGR -> x255 -> minus the cropped mean.
     image = np.random.default_rng(1).integers(0, 256, (8, 8, 3)).astype(np.float32) / 255
     x = pre(image).numpy()
     expected = image[1:7, 1:7, ::-1].transpose(2, 0, 1) * 255 - mean[:, 1:7, 1:7]
     np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-3)
+    handler.save(tmp_path / "saved")
+    assert rp.ModelHandler.load(tmp_path / "saved").preprocess == pre
 
 
 def test_handler_save_load_and_extract(tmp_path: Path) -> None:

@@ -52,6 +52,33 @@ def test_convolution(tmp_path: Path, extra: dict) -> None:
     check(w, tmp_path)
 
 
+def test_convolution_shared_over_two_bottoms(tmp_path: Path) -> None:
+    # OpenCV splits such layers under other names: checked against torch.nn.functional.
+    w = NetWriter((2, 3, 6, 6))
+    w.layer("twin", "Power", ["data"], ["twin"], power_param={"scale": -2.0})
+    conv_l = w.layer("conv", "Convolution", ["data", "twin"], ["c1", "c2"],
+                     [(4, 3, 3, 3), (4,)], convolution_param={"num_output": 4,
+                                                              "kernel_size": [3]})
+    de_l = w.layer("deconv", "Deconvolution", ["c1", "c2"], ["d1", "d2"], [(4, 2, 2, 2), (2,)],
+                   convolution_param={"num_output": 2, "kernel_size": [2], "stride": [2]})
+    proto, model = w.write(tmp_path)
+
+    def blobs(layer: Any, *shapes: tuple) -> list[torch.Tensor]:
+        return [torch.tensor(list(b.data)).reshape(s) for b, s in zip(layer.blobs, shapes)]
+
+    cw, cb = blobs(conv_l, (4, 3, 3, 3), (4,))
+    dw, db = blobs(de_l, (4, 2, 2, 2), (2,))
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        out = rc.load_net(proto, model).run({"data": x}, ["c1", "c2", "d1", "d2"])
+    for src, c, d in ((x, "c1", "d1"), (-2 * x, "c2", "d2")):
+        ref = torch.nn.functional.conv2d(src, cw, cb)
+        torch.testing.assert_close(out[c], ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[d], torch.nn.functional.conv_transpose2d(ref, dw, db,
+                                                                                stride=2),
+                                   rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("extra", [{"stride": [2]}, {"stride": [2], "pad": [1], "group": 3}])
 def test_deconvolution(tmp_path: Path, extra: dict) -> None:
     w = NetWriter((1, 3, 5, 6))

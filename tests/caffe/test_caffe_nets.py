@@ -106,6 +106,18 @@ def test_net_matches_opencv_every_blob(tmp_path: Path, make) -> None:
     assert_matches_opencv(proto, model)
 
 
+def test_in_place_layer_on_the_input(tmp_path: Path) -> None:
+    w = NetWriter((1, 2, 5, 5))
+    w.layer("scale_in", "Power", ["data"], ["data"], power_param={"scale": 0.5, "shift": 1.0})
+    w.layer("conv", "Convolution", ["data"], ["conv"], [(3, 2, 3, 3), (3,)],
+            convolution_param={"num_output": 3, "kernel_size": [3]})
+    proto, model = w.write(tmp_path)
+    net = rc.load_net(proto, model)
+    assert net.input_names == ["data@data"]
+    assert net.node("scale_in").outputs == ("data",)
+    assert_matches_opencv(proto, model)
+
+
 def test_layer_names_and_ssa_values(tmp_path: Path) -> None:
     proto, model = caffenet().write(tmp_path)
     net = rc.load_net(proto, model)

@@ -180,3 +180,13 @@ def test_shape_mismatch_names_layer_and_shapes(tmp_path: Path) -> None:
     proto, model = w.write(tmp_path)
     with pytest.raises(ModelFormatError, match=r"'conv'.*\(4, 2, 3, 3\).*\(4, 3, 3, 3\)"):
         rc.load_net(proto, model)
+
+
+def test_five_blob_batch_norm_refused(tmp_path: Path) -> None:
+    from repurpose._exceptions import UnsupportedLayerError
+
+    w = NetWriter((1, 2, 2, 2))
+    w.layer("bn", "BatchNorm", ["data"], ["bn"], [(2,), (2,), (1,), (2,), (2,)])
+    proto, model = w.write(tmp_path)
+    with pytest.raises(UnsupportedLayerError, match="'bn' has 5 blobs"):
+        rc.load_net(proto, model)

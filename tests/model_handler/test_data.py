@@ -59,3 +59,14 @@ def test_bad_inputs():
         list(as_batches(np.zeros(3), 2))
     with pytest.raises(ValueError, match="got a list/tuple of arrays"):
         as_batches([np.zeros((3, 2)), np.zeros(3)], 2)
+
+
+def test_loader_with_sampler_and_drop_last():
+    from torch.utils.data import SubsetRandomSampler
+
+    h = ModelHandler(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    ds = TensorDataset(torch.randn(10, 2))
+    sub = DataLoader(ds, batch_size=3, sampler=SubsetRandomSampler(range(4)))
+    assert h.extract(sub, ["0"], progress=False)["0"].shape == (4, 2)
+    drop = DataLoader(ds, batch_size=3, drop_last=True)
+    assert h.extract(drop, ["0"], progress=False)["0"].shape == (9, 2)

@@ -210,3 +210,26 @@ def test_device_copy_leaves_module_alone():
     if torch.cuda.is_available():  # pragma: no cover - no GPU in CI
         g = ModelHandler(net, device="cuda")
         assert g.module is not net and next(net.parameters()).device.type == "cpu"
+
+
+def test_inplace_ops_after_a_functional_layer_do_not_change_it(images):
+    class Block(nn.Module):  # torchvision's BasicBlock ends like this
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            out = self.conv(x)
+            out += x - 2.0
+            return self.relu(out)
+
+    net = Block().eval()
+    h = ModelHandler(net)
+    assert h.layer_names == ["conv", "sub", "add", "relu"]  # fx records += as add
+    f = h.extract(images, ["add", "relu"], pooling=None, progress=False)
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        ref = net.conv(x) + x - 2.0
+    np.testing.assert_allclose(f["add"], ref.numpy(), atol=1e-6)
+    assert (f["add"] < 0).any() and (f["relu"] >= 0).all()

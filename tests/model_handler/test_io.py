@@ -70,3 +70,13 @@ def test_shared_weights_save(tmp_path):
     fresh = nn.Sequential(l2 := nn.Linear(3, 3), nn.ReLU(), l2)
     back = ModelHandler.load(tmp_path / "t", module=fresh)
     assert torch.equal(back.module[0].weight, lin.weight)
+
+
+def test_surgery_result_roundtrip(tmp_path, resnet, images):
+    h = ModelHandler(resnet).truncate("layer1.1.add").freeze("stem")
+    h.save(tmp_path / "t")
+    rebuilt = ModelHandler(make_resnet()).truncate("layer1.1.add").module
+    back = ModelHandler.load(tmp_path / "t", module=rebuilt)
+    assert back.layer_names == h.layer_names and back.frozen_layers == ["stem"]
+    np.testing.assert_array_equal(back.extract(images, "layer1.1.add", progress=False)[
+        "layer1.1.add"], h.extract(images, "layer1.1.add", progress=False)["layer1.1.add"])

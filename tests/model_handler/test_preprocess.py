@@ -31,8 +31,7 @@ def test_mean_image_is_centre_cropped():
     x = p(np.zeros((4, 4, 3), np.float32))
     np.testing.assert_array_equal(x.numpy(), -mean[:, 1:5, 1:5])
     with pytest.raises(ValueError, match="mean image is \\(6, 6\\) but the image is \\(8, 8\\)"):
-        p.apply_tensor(torch.zeros(3, 8, 8)[:, :, :]) if False else Preprocess(mean=mean)(
-            np.zeros((8, 8, 3)))
+        Preprocess(mean=mean).apply_tensor(torch.zeros(3, 8, 8))
 
 
 def test_json_roundtrip_and_equality():
@@ -54,3 +53,11 @@ def test_validation():
         Preprocess(crop=5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cannot crop \\(9, 9\\)"):
         Preprocess(crop=(9, 9))(np.zeros((4, 4, 3)))
+
+
+def test_array_inputs_uint8_and_grayscale():
+    arr = np.full((4, 4, 3), 255, np.uint8)
+    np.testing.assert_allclose(Preprocess()(arr).numpy(), 1.0)
+    assert Preprocess()(np.zeros((4, 5))).shape == (3, 4, 5)
+    with pytest.raises(ValueError, match="expected \\(H, W, 3\\) RGB"):
+        Preprocess()(np.zeros((4, 4, 4)))

@@ -141,3 +141,37 @@ def test_graphnet_add_layers_stay_graphnet_and_keep_modes(tmp_path, graph, image
     other = h.add_layers_top(nn.GRU(3, 2))  # no graph op: falls back to a wrapper
     assert other.layer_names[-1] == "top0" and other.layer_names[0] == "base.conv1"
     assert not h.truncate("bn1").module.bn1.training
+
+
+def test_early_shape_queries_are_not_branches(images):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+            self.fc = nn.Linear(2 * 36, 2)
+
+        def forward(self, x):
+            batch = x.shape[0]
+            return self.fc(self.conv(x).reshape(batch, -1))
+
+    h = ModelHandler(Net())
+    assert h.layer_names[:2] == ["getattr", "getitem"]
+    assert h.truncate("conv").layer_names == ["conv"]
+
+
+@pytest.mark.parametrize("make", ["chain", "resnet", "graph"])
+def test_no_operation_mutates_the_given_module(make, request, tmp_path, images):
+    module = request.getfixturevalue(make)
+    module.train()
+    before = state_copy(module)
+    h = ModelHandler(module, input_shape=(3, 6, 6))
+    last = h.layer_names[-2]
+    h.summary()
+    h.extract(images, [h.layer_names[0], last], progress=False)
+    h.freeze_up_to(last).truncate(last).drop_layers_bottom(1)
+    h.drop_layers_top(1).add_layers_top(nn.ReLU()).add_layers_bottom(nn.Identity())
+    h.save(tmp_path / "m")
+    assert same_state(module, before)
+    assert all(p.requires_grad for p in module.parameters())
+    assert all(m.training for m in module.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())

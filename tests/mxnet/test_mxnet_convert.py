@@ -248,3 +248,32 @@ def test_deconvolution_target_shape_on_other_sizes() -> None:
     x, _ = load_io("conv_ops")
     net = rp.mxnet.load_net(FIXTURES / "conv_ops-symbol.json", FIXTURES / "conv_ops-0000.params")
     assert net.run({"data": torch.from_numpy(x)}, ["deconv2"])["deconv2"].shape[-2:] == (9, 9)
+
+
+def test_shape_hints_size_layers_without_params(tmp_path) -> None:
+    doc = _sym(_var("data", __shape__="(1, 3, 6, 6)"),
+               {"op": "Convolution", "name": "c", "attrs": {"kernel": "(3, 3)", "num_filter": "4"},
+                "inputs": [[0, 0, 0]]},
+               {"op": "FullyConnected", "name": "fc", "attrs": {"num_hidden": "2"},
+                "inputs": [[1, 0, 0]]})
+    net = rp.mxnet.load_net(doc)
+    assert net.input_shapes == {"data": [1, 3, 6, 6]}
+    assert net.layer("fc").in_features == 4 * 4 * 4
+    assert net(torch.zeros(5, 3, 6, 6)).shape == (5, 2)
+
+
+def test_dropout_modes_identity_cast_and_constant_round_trip(tmp_path) -> None:
+    doc = _sym(_var("data"), _var("bias"),
+               {"op": "Dropout", "name": "d1", "attrs": {"p": "0.5"}, "inputs": [[0, 0, 0]]},
+               {"op": "Dropout", "name": "d2", "attrs": {"p": "0.5", "mode": "always"},
+                "inputs": [[2, 0, 0]]},
+               {"op": "identity", "name": "i", "inputs": [[3, 0, 0]]},
+               {"op": "broadcast_add", "name": "a", "inputs": [[4, 0, 0], [1, 0, 0]]},
+               {"op": "Cast", "name": "c", "attrs": {"dtype": "float16"}, "inputs": [[5, 0, 0]]})
+    net = rp.mxnet.load_net(doc, {"arg:bias": np.array([1.0], np.float32)})
+    out = net(torch.ones(1000))
+    assert out.dtype == torch.float16
+    assert 0.3 < float((out == 1).float().mean()) < 0.7  # 'always' drops at inference
+    rp.graph.save_graph(net, tmp_path / "g")
+    loaded = rp.graph.load_graph(tmp_path / "g")
+    assert torch.equal(loaded.layer("bias").value, torch.tensor([1.0]))

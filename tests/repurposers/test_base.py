@@ -170,3 +170,23 @@ def test_base_docstring_example_runs():
 
     result = doctest.testmod(base, extraglobs={"rp": rp})
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_docs_knn_repurposer_is_complete_and_passes_the_checks(tmp_path):
+    import re
+    from pathlib import Path
+
+    from repurpose.repurposers._registry import _REGISTRY
+    from repurpose.testing import check_repurposer
+
+    doc = Path(__file__).parents[2] / "docs" / "write-your-own-repurposer.md"
+    first_block = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)[0]
+    assert len(first_block.strip().splitlines()) <= 30
+    namespace: dict = {}
+    try:
+        exec(compile(first_block, str(doc), "exec"), namespace)
+        knn_cls = namespace["KNNRepurposer"]
+        check_repurposer(lambda h: knn_cls(h, ["fc6", "fc7"], n_neighbors=3))
+        assert "knn" in rp.list_repurposers()
+    finally:
+        _REGISTRY.pop("knn", None)

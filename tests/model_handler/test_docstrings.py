@@ -1,0 +1,13 @@
+"""The Examples sections of the public docstrings run."""
+
+import doctest
+
+import pytest
+
+from repurpose.model_handler import _data, _handler, _preprocess
+
+
+@pytest.mark.parametrize("module", [_data, _handler, _preprocess], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

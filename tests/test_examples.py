@@ -1,0 +1,46 @@
+"""Smoke tests: every example runs with REPURPOSE_SMOKE=1, every benchmark with --quick.
+
+Each script runs as a subprocess from the repository root, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+BENCHMARKS = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+TIMEOUT = 600  # seconds; generous because CI machines are shared
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    # One thread: smoke-sized work runs fastest that way, and CI machines are shared.
+    env = {**os.environ, "REPURPOSE_SMOKE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script: Path) -> None:
+    result = _run([str(script.relative_to(ROOT))])
+    assert result.returncode == 0, f"{script.name} failed:\n{result.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=lambda p: p.name)
+def test_benchmark_quick_prints_json(script: Path) -> None:
+    result = _run([str(script.relative_to(ROOT)), "--quick"])
+    assert result.returncode == 0, f"{script.name} failed:\n{result.stderr[-3000:]}"
+    out = result.stdout.strip()
+    assert out, f"{script.name} printed nothing"
+    try:
+        json.loads(out)
+    except json.JSONDecodeError:  # also accept one JSON document per line
+        for line in out.splitlines():
+            if line.strip():
+                json.loads(line)
