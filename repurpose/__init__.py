@@ -28,6 +28,7 @@ from repurpose.repurposers import (
     load,
     register_repurposer,
 )
+from repurpose import datasets
 from repurpose.repurposers import (
     EnsembleRepurposer,
     FineTuneRepurposer,
@@ -68,6 +69,7 @@ __all__ = [
     "register_repurposer",
     "list_repurposers",
     "load",
+    "datasets",
     "GPRepurposer",
     "BNNRepurposer",
     "calibrate",

@@ -138,8 +138,10 @@ def run_demo(
 
 
 def _meta_model_names() -> list[str]:
-    return [n for n in list_repurposers()
-            if issubclass(get_repurposer_class(n), MetaModelRepurposer)]
+    names = [n for n in list_repurposers()
+             if issubclass(get_repurposer_class(n), MetaModelRepurposer)]
+    builtin = [n for n in ("lr", "svm", "mlp") if n in names]  # the built-ins first
+    return builtin + [n for n in names if n not in builtin]
 
 
 def _one_split(
@@ -171,6 +173,8 @@ def _one_split(
 def _meta_model_accuracy(cls, handler, spec, train, test, split, result) -> float:  # type: ignore[no-untyped-def]
     try:
         rep = cls._demo_instance(handler, spec.split("+"))
+        if rep is None:  # the class opted out of the demo
+            return math.nan
         rep.fit_features(train, split.y_train)
         return float(np.mean(rep.predict_features(test) == split.y_test))
     except Exception as err:  # noqa: BLE001 - one broken plug-in must not stop the demo

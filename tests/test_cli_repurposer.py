@@ -96,3 +96,31 @@ def test_demo_smoke(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "LR on raw pixels" in result.output and "CNN from scratch" in result.output
     assert list(tmp_path.glob("digits_cnn_*/weights.safetensors"))
+
+
+def test_demo_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPURPOSE_CACHE_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, ["demo", "--smoke", "--no-progress", "--k", "3",
+                                      "--layers", "fc6+fc7", "-r", "svm"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"svm\s+fc6\+fc7\s+\d\.\d{3}", result.output)
+    assert "K=3" in result.output
+    result = CliRunner().invoke(cli, ["demo", "--k", "five"])
+    assert result.exit_code == 2 and "comma-separated integers" in result.output
+
+
+def test_demo_survives_a_failing_repurposer(tmp_path, monkeypatch):
+    import repurpose as rp
+    from repurpose.demo import format_table, run_demo
+    from repurpose.repurposers._registry import _REGISTRY
+
+    class Failing(rp.LogisticRegressionRepurposer):
+        def _fit_features(self, features, y):
+            raise ValueError("boom")
+
+    monkeypatch.setenv("REPURPOSE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(_REGISTRY, "failing", Failing)
+    result = run_demo(smoke=True, repurposers=["failing"], progress=False)
+    table = format_table(result)
+    assert "Failing failed: ValueError: boom" in table
+    assert result.rows[("LR on raw pixels", "-")][5] > 0.5

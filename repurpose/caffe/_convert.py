@@ -221,9 +221,11 @@ class _Builder:
             net = GraphNet(self.nodes, list(self.input_values), outputs, self.input_values)
         for node in self.nodes:
             name = module_name(node.name)
-            keys = [f"{name}.{k}" for k in net.get_submodule(name).state_dict()]
-            if all(k in self.state for k in keys):
-                net.get_submodule(name).to_empty(device="cpu")
+            module = net.get_submodule(name)
+            keys = [f"{name}.{k}" for k in module.state_dict()]
+            tensors = len(list(module.parameters())) + len(list(module.buffers()))
+            if keys and tensors == len(keys) and all(k in self.state for k in keys):
+                module.to_empty(device="cpu")
             else:
                 net.add_module(name, build_op(node.op, node.attrs))
         missing, unexpected = net.load_state_dict(self.state, strict=False)

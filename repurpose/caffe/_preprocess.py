@@ -108,6 +108,10 @@ def caffe_preprocess(
         tp = transform_param_of(spec)
         input_scale = float(tp.scale) if tp is not None else 1.0
     crop = (int(height), int(width))
+    if isinstance(mean_value, np.ndarray) and (mean_value.shape[1] < crop[0]
+                                               or mean_value.shape[2] < crop[1]):
+        raise ModelFormatError(f"mean image is {mean_value.shape[1:]} but the net's input is "
+                               f"{crop}; Caffe needs a mean at least as large as the input")
     if resize is None:
         if isinstance(mean_value, np.ndarray) and mean_value.shape[1:] != crop:
             resize = (int(mean_value.shape[1]), int(mean_value.shape[2]))

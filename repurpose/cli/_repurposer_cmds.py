@@ -23,16 +23,30 @@ __all__ = ["demo", "fit", "predict"]
 
 @cli.command()
 @click.option("--smoke", is_flag=True, help="A few-second version (also REPURPOSE_SMOKE=1).")
+@click.option("--k", "ks", help="Comma-separated K values (default 5,10,20,50).")
+@click.option("--layers", help="Comma-separated feature layers; a+b combines two "
+              "(default conv2,fc6,fc7,fc6+fc7).")
+@click.option("-r", "--repurposers", help="Comma-separated repurposer names (default: all "
+              "registered meta-models).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-def demo(smoke: bool, no_progress: bool) -> None:
+def demo(smoke: bool, ks: str | None, layers: str | None, repurposers: str | None,
+         no_progress: bool) -> None:
     """Transfer learning on built-in digits: pretrain on 0-4, repurpose to 5-9.
 
     Prints test accuracy for each registered meta-model repurposer and feature layer,
     next to logistic regression on raw pixels and the CNN trained from scratch.
     """
-    from repurpose.demo import main
+    from repurpose.demo import format_table, run_demo
 
-    main(smoke=True if smoke else None, progress=not no_progress)
+    k_values = None
+    if ks is not None:
+        try:
+            k_values = [int(k) for k in _split(ks) or []]
+        except ValueError as err:
+            raise CliError(f"--k {ks!r}: give comma-separated integers such as 5,10") from err
+    result = run_demo(ks=k_values, layers=_split(layers), repurposers=_split(repurposers),
+                      smoke=True if smoke else None, progress=not no_progress)
+    click.echo(format_table(result))
 
 
 @cli.command()

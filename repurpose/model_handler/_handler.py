@@ -489,7 +489,10 @@ def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
     tensors = list(module.parameters()) + list(module.buffers())
     if all(_same_device(t.device, device) for t in tensors):
         return module
-    return copy.deepcopy(module).to(device)
+    try:
+        return copy.deepcopy(module).to(device)
+    except (RuntimeError, AssertionError) as err:  # torch raises these for missing devices
+        raise ValueError(f"cannot use device {str(device)!r}: {err}") from err
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -63,7 +63,9 @@ Optional hooks (both families)
     it to pass small settings (few epochs). Return ``None`` to opt out (say why in a comment).
 ``_demo_instance(cls, handler, feature_layers)`` (classmethod, meta-models only)
     The instance ``repurpose demo`` trains for each feature layer (default: defaults, with
-    ``progress=False`` and ``random_state=0`` when those parameters exist).
+    ``progress=False`` and ``random_state=0`` when those parameters exist). Keep it fast (the
+    whole demo must run in 2 minutes); return ``None`` to leave these layers (or the class)
+    out of the demo.
 
 Examples
 --------
@@ -294,6 +296,9 @@ class Repurposer(BaseEstimator, abc.ABC):
         copied = {k: clone(v, safe=False) for k, v in params.items()}
         return type(self)(**copied, **shared)
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
             raise NotFittedError(
@@ -418,7 +423,9 @@ class MetaModelRepurposer(Repurposer):
         return cls._demo_instance(handler, ["fc6", "fc7"])
 
     @classmethod
-    def _demo_instance(cls, handler: Any, feature_layers: list[str]) -> MetaModelRepurposer:
+    def _demo_instance(
+        cls, handler: Any, feature_layers: list[str]
+    ) -> MetaModelRepurposer | None:
         """The instance ``repurpose demo`` uses (quiet, seeded); override to tune it."""
         rep = cls(handler=handler, feature_layers=feature_layers)  # type: ignore[call-arg]
         params = rep.get_params(deep=False)

@@ -176,6 +176,15 @@ class GatedRepurposer(MetaModelRepurposer):
     def _test_instance(cls, handler: Any) -> GatedRepurposer:
         return cls(handler, feature_layers=["fc6", "fc7"], max_epochs=5, progress=False)
 
+    @classmethod
+    def _demo_instance(
+        cls, handler: Any, feature_layers: list[str]
+    ) -> GatedRepurposer | None:
+        """Gating needs two or more layers; the demo's single-layer rows leave it out."""
+        if len(feature_layers) < 2:
+            return None
+        return cls(handler, feature_layers=feature_layers, progress=False, random_state=0)
+
     # ----- helpers -----------------------------------------------------------------------
     def _device(self) -> torch.device:
         if self.device is not None:

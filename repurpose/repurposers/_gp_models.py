@@ -223,7 +223,7 @@ def fit_exact(
     bar.close()
     kernel = kernel.double()
     model = DirichletSVGP(x.clone(), targets.shape[0], kernel, learn_inducing_locations=False)
-    model = model.double()
+    model = model.to(device=x.device, dtype=torch.float64)
     with torch.no_grad():
         model.mean_module.constant.fill_(float(mean))
         _set_exact_posterior(model, x, targets - float(mean), noise)
@@ -244,7 +244,7 @@ def _set_exact_posterior(
     n = x.shape[0]
     strategy = model.variational_strategy
     k = model.covar_module(x).to_dense()
-    eye = torch.eye(n, dtype=x.dtype)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
     chol_k = torch.linalg.cholesky(k + strategy.jitter_val * eye)
     a = k.unsqueeze(0) + torch.diag_embed(noise)
     chol_a = torch.linalg.cholesky(a)
@@ -340,9 +340,9 @@ def predict_latent_proba(
     probs, stds = [], []
     for start in range(0, x.shape[0], batch_size):
         mu, var = model.latent(x[start : start + batch_size])
-        f = mu.double().unsqueeze(0) + var.double().sqrt().unsqueeze(0) * eps
+        f = mu.double().unsqueeze(0) + var.double().sqrt().unsqueeze(0) * eps.to(mu.device)
         p = torch.softmax(f, dim=1)
         probs.append(p.mean(0).T)
         stds.append(p.std(0).T)
-    proba = torch.cat(probs).numpy()
-    return proba / proba.sum(1, keepdims=True), torch.cat(stds).numpy()
+    proba = torch.cat(probs).cpu().numpy()
+    return proba / proba.sum(1, keepdims=True), torch.cat(stds).cpu().numpy()

@@ -62,6 +62,17 @@ def test_handler_preprocess_from_mean_file(tmp_path: Path) -> None:
     assert rp.ModelHandler.load(tmp_path / "saved").preprocess == pre
 
 
+def test_mean_checks(tmp_path: Path) -> None:
+    proto, model = small_net(tmp_path)
+    small, _ = mean_file(tmp_path, 4, 8)
+    with pytest.raises(rp.ModelFormatError, match=r"mean image is \(4, 8\)"):
+        rc.handler_from_caffe(proto, model, mean=small)
+    with pytest.raises(rp.ModelFormatError, match="2 values"):
+        rc.handler_from_caffe(proto, model, mean=(1.0, 2.0))
+    same = rc.handler_from_caffe(proto, model, mean=np.zeros((3, 6, 6), np.float32))
+    assert same.preprocess.resize == (6, 6) and same.preprocess.crop == (6, 6)
+
+
 def test_handler_save_load_and_extract(tmp_path: Path) -> None:
     proto, model = small_net(tmp_path)
     handler = rc.handler_from_caffe(proto, model, mean=(104.0, 117.0, 123.0))
@@ -114,3 +125,37 @@ def test_benchmark_quick_smoke() -> None:
     result = json.loads(proc.stdout)
     assert {r["net"] for r in result["results"]} == {"caffenet", "resnet"}
     assert all(r["max_abs_diff"] < 1e-3 for r in result["results"])
+
+
+def test_cli_verify_reports_a_mismatch(tmp_path: Path) -> None:
+    # OpenCV 4.14 ignores InnerProduct's `transpose`, so the two runtimes disagree.
+    pytest.importorskip("cv2")
+    w = NetWriter((1, 2, 3, 3))
+    w.layer("fc", "InnerProduct", ["data"], ["fc"], [(18, 4), (4,)],
+            inner_product_param={"num_output": 4, "transpose": True})
+    proto, model = w.write(tmp_path)
+    result = CliRunner().invoke(cli, ["verify", "caffe", str(proto), str(model)])
+    assert result.exit_code == 1
+    assert "MISMATCH" in result.output and "1 mismatched" in result.output
+
+
+def test_extract_from_image_folder_uses_caffe_preprocessing(tmp_path: Path) -> None:
+    proto, model = small_net(tmp_path)
+    rng = np.random.default_rng(4)
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (10, 12, 3), np.uint8)).save(
+                tmp_path / "imgs" / cls / f"{i}.png")
+    handler = rc.handler_from_caffe(proto, model, mean=(104.0, 117.0, 123.0))
+    feats, labels = handler.extract(tmp_path / "imgs", ["fc7"], progress=False,
+                                    return_labels=True)
+    assert feats["fc7"].shape == (4, 5)
+    assert list(labels) == [0, 0, 1, 1]
+    image = Image.open(tmp_path / "imgs" / "cat" / "0.png").convert("RGB").resize((6, 6),
+                                                                                Image.BILINEAR)
+    x = np.asarray(image, np.float32)[:, :, ::-1].transpose(2, 0, 1) - np.array(
+        [104.0, 117.0, 123.0], np.float32).reshape(3, 1, 1)
+    with torch.no_grad():
+        ref = rc.load_net(proto, model)(torch.from_numpy(x.copy())[None]).numpy()
+    np.testing.assert_allclose(feats["fc7"][0], ref[0], rtol=1e-4, atol=1e-3)

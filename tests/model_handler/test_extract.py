@@ -233,3 +233,9 @@ def test_inplace_ops_after_a_functional_layer_do_not_change_it(images):
         ref = net.conv(x) + x - 2.0
     np.testing.assert_allclose(f["add"], ref.numpy(), atol=1e-6)
     assert (f["add"] < 0).any() and (f["relu"] >= 0).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_unavailable_device_is_a_clear_error(chain):
+    with pytest.raises(ValueError, match="cannot use device 'cuda'"):
+        ModelHandler(chain, device="cuda")

@@ -179,3 +179,18 @@ def test_module_state_helpers_round_trip():
     twin.load_state_dict(state)
     for a, b in zip(net.state_dict().values(), twin.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_plain_module_handler_needs_the_module_back(tmp_path):
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU())
+
+    X = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
+    rep = rp.LogisticRegressionRepurposer(rp.ModelHandler(build()), ["2"], progress=False)
+    rep.fit(X, np.arange(12) % 2)
+    path = rep.save(tmp_path / "rep")
+    with pytest.raises(rp.ModelFormatError, match="pass handler=ModelHandler"):
+        rp.load(path)
+    handler = rp.ModelHandler.load(path / "handler", module=build())
+    np.testing.assert_array_equal(rp.load(path, handler=handler).predict_proba(X),
+                                  rep.predict_proba(X))
