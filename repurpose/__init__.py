@@ -1,8 +1,12 @@
 """repurpose: turn trained networks (Caffe, MXNet, PyTorch) into models for new tasks.
 
-Each section below belongs to one part of the library. Keep edits inside your section.
+>>> import repurpose as rp
+>>> sorted(rp.list_repurposers())[:3]
+['bnn', 'ensemble', 'finetune']
 """
 
+from repurpose import caffe, datasets, graph, metrics, mxnet, plot
+from repurpose._calibration import TemperatureScaledRepurposer, calibrate
 from repurpose._exceptions import (
     LayerNotFoundError,
     ModelFormatError,
@@ -13,39 +17,54 @@ from repurpose._exceptions import (
     UnsupportedLayerError,
 )
 from repurpose._version import __version__
-from repurpose import graph
-
-# --- model_handler section ---
 from repurpose.model_handler import ModelHandler, Preprocess
-# --- repurposers section ---
 from repurpose.repurposers import (
+    BNNRepurposer,
+    EnsembleRepurposer,
+    FineTuneRepurposer,
+    GatedRepurposer,
+    GPRepurposer,
     LogisticRegressionRepurposer,
     MetaModelRepurposer,
     MLPRepurposer,
+    RandomFreezeRepurposer,
     Repurposer,
     SVMRepurposer,
     list_repurposers,
     load,
     register_repurposer,
 )
-from repurpose import datasets
-from repurpose.repurposers import (
-    EnsembleRepurposer,
-    FineTuneRepurposer,
-    GatedRepurposer,
-    RandomFreezeRepurposer,
-)
-from repurpose.repurposers import BNNRepurposer, GPRepurposer
-from repurpose import metrics
-from repurpose._calibration import calibrate
-# --- caffe section ---
-from repurpose import caffe
-# --- mxnet section ---
-from repurpose import mxnet
 
 __all__ = [
     "__version__",
+    # the network
+    "ModelHandler",
+    "Preprocess",
+    # repurposers
+    "Repurposer",
+    "MetaModelRepurposer",
+    "LogisticRegressionRepurposer",
+    "SVMRepurposer",
+    "MLPRepurposer",
+    "GPRepurposer",
+    "BNNRepurposer",
+    "FineTuneRepurposer",
+    "RandomFreezeRepurposer",
+    "GatedRepurposer",
+    "EnsembleRepurposer",
+    "TemperatureScaledRepurposer",
+    "register_repurposer",
+    "list_repurposers",
+    "load",
+    "calibrate",
+    # subpackages
+    "caffe",
+    "datasets",
     "graph",
+    "metrics",
+    "mxnet",
+    "plot",
+    # errors
     "LayerNotFoundError",
     "ModelFormatError",
     "NotFittedError",
@@ -53,29 +72,4 @@ __all__ = [
     "SurgeryError",
     "UnsafeFileError",
     "UnsupportedLayerError",
-    # --- model_handler names ---
-    "ModelHandler",
-    "Preprocess",
-    # --- repurposers names ---
-    "Repurposer",
-    "MetaModelRepurposer",
-    "LogisticRegressionRepurposer",
-    "SVMRepurposer",
-    "MLPRepurposer",
-    "FineTuneRepurposer",
-    "RandomFreezeRepurposer",
-    "GatedRepurposer",
-    "EnsembleRepurposer",
-    "register_repurposer",
-    "list_repurposers",
-    "load",
-    "datasets",
-    "GPRepurposer",
-    "BNNRepurposer",
-    "calibrate",
-    "metrics",
-    # --- caffe names ---
-    "caffe",
-    # --- mxnet names ---
-    "mxnet",
 ]

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.base import clone
+from sklearn.model_selection import train_test_split
 
 from repurpose._exceptions import NotFittedError
-from repurpose.repurposers._base import Repurposer, _require_labels
+from repurpose.repurposers._base import Repurposer, _input_shape, _require_labels
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["calibrate", "TemperatureScaledRepurposer", "fit_temperature", "apply_temperature"]
@@ -51,82 +53,151 @@ def fit_temperature(proba: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def _inner_proba(inner: Repurposer, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted inner repurposer's probabilities on ``X`` and the labels that go with them."""
+    if isinstance(X, Mapping) and hasattr(inner, "predict_proba_features"):
+        return inner.predict_proba_features(X), np.asarray(_require_labels(y)).ravel()
+    data, labels = inner._prepare(X, y, labels=True)
+    proba = inner._checked_proba(inner._predict_proba(data))
+    return proba, np.asarray(_require_labels(labels)).ravel()
+
+
+def _encode_against(inner: Repurposer, labels: np.ndarray) -> np.ndarray:
+    """Int codes of ``labels`` in ``inner.classes_``; unknown labels are an error."""
+    index = {c: i for i, c in enumerate(inner.classes_.tolist())}
+    unknown = sorted({v for v in labels.tolist() if v not in index}, key=str)
+    if unknown:
+        raise ValueError(
+            f"validation labels {unknown[:5]} are not classes of the calibrated repurposer "
+            f"(classes_: {inner.classes_.tolist()})"
+        )
+    return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+
+
 @register_repurposer("temperature")
 class TemperatureScaledRepurposer(Repurposer):
-    """A fitted repurposer whose probabilities are rescaled by one learned temperature.
+    """A repurposer whose probabilities are rescaled by one learned temperature.
 
-    Built by :func:`calibrate`. ``fit(X_val, y_val)`` learns the temperature on held-out data
-    (the wrapped repurposer must already be fitted, on other data); predictions are
-    ``softmax(log p / T)`` where ``p`` are the wrapped repurposer's probabilities. Saving
-    stores the temperature and the wrapped repurposer (in a ``calibrated/`` subdirectory);
-    :func:`repurpose.load` restores both.
+    Predictions are ``softmax(log p / T)``, where ``p`` are the wrapped repurposer's
+    probabilities and ``T`` minimises the negative log-likelihood of held-out labels. Two
+    ways to fit, as with scikit-learn's ``CalibratedClassifierCV``:
+
+    - ``validation_fraction=None`` (what :func:`calibrate` builds): ``repurposer`` is already
+      fitted, on other data, and ``fit(X_val, y_val)`` learns only the temperature.
+    - ``validation_fraction=f``: ``repurposer`` is an unfitted template. ``fit(X, y)`` trains a
+      clone of it on a stratified ``1 - f`` share of the data and learns the temperature on
+      the rest, so the wrapper is an ordinary estimator that can be cloned and refitted.
+
+    Saving stores the temperature and the fitted inner repurposer (in a ``calibrated/``
+    subdirectory); :func:`repurpose.load` restores both.
 
     Parameters
     ----------
     handler : ModelHandler, optional
         The wrapped repurposer's handler (shared, like every handler).
     repurposer : Repurposer
-        The fitted repurposer to calibrate (shared, not copied, by ``clone``).
+        The repurposer to calibrate (shared, not copied, by ``clone``).
+    validation_fraction : float in (0, 1), optional
+        Share of ``fit``'s data held out for the temperature; None for a prefit repurposer.
+    random_state : int, optional
+        Seeds the stratified split.
+
+    Attributes
+    ----------
+    repurposer_ : Repurposer
+        The fitted inner repurposer (``repurposer`` itself in the prefit mode).
+    temperature_ : float
     """
 
     _shared_params = ("handler", "repurposer")
 
-    def __init__(self, handler: Any = None, repurposer: Repurposer | None = None) -> None:
+    def __init__(
+        self,
+        handler: Any = None,
+        repurposer: Repurposer | None = None,
+        validation_fraction: float | None = None,
+        random_state: int | None = None,
+    ) -> None:
         self.handler = handler
         self.repurposer = repurposer
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
 
     @classmethod
-    def _test_instance(cls, handler: Any) -> None:
-        # Opts out of the generic checks: it needs an already fitted repurposer and takes its
-        # classes from it (fitting on string labels the inner model never saw must fail).
-        # tests/test_calibration.py covers fit, save/load and errors.
-        return None
+    def _test_instance(cls, handler: Any) -> TemperatureScaledRepurposer:
+        from repurpose.repurposers._lr import LogisticRegressionRepurposer
+
+        template = LogisticRegressionRepurposer(handler, feature_layers=["fc7"], progress=False)
+        return cls(handler, repurposer=template, validation_fraction=0.3)
 
     def _inner(self) -> Repurposer:
-        rep = self.repurposer
+        rep = getattr(self, "repurposer_", None)
+        if rep is None:
+            rep = self.repurposer
         if rep is None or not hasattr(rep, "classes_"):
             raise NotFittedError(
                 "calibration needs a fitted repurposer: fit it on training data first, then "
-                "call repurpose.calibrate(rep, X_val, y_val) with held-out data"
+                "call repurpose.calibrate(rep, X_val, y_val) with held-out data (or pass "
+                "validation_fraction to fit the wrapped repurposer here)"
             )
         return rep
 
     def fit(self, X: Any, y: Any = None) -> TemperatureScaledRepurposer:
-        """Learn the temperature on validation data.
+        """Learn the temperature (and, with ``validation_fraction``, the inner repurposer).
 
         Parameters
         ----------
         X : same kinds of input as the wrapped repurposer's ``predict_proba``
-            Held-out inputs (not the wrapped model's training data).
+            Held-out inputs in the prefit mode; all the training data otherwise.
         y : array-like of shape (n,), optional
-            Their labels, values among the wrapped repurposer's ``classes_``.
+            Their labels (None: taken from ``X``'s (input, label) pairs).
 
         Returns
         -------
         self
         """
-        inner = self._inner()
-        if isinstance(X, Mapping) and hasattr(inner, "predict_proba_features"):
-            proba, labels = inner.predict_proba_features(X), np.asarray(_require_labels(y))
+        if self.validation_fraction is None:
+            inner = self._inner()
+            proba, labels = _inner_proba(inner, X, y)
         else:
-            data, labels = inner._prepare(X, y, labels=True)
-            proba = inner._checked_proba(inner._predict_proba(data))
-        labels = np.asarray(_require_labels(labels)).ravel()
-        index = {c: i for i, c in enumerate(inner.classes_.tolist())}
-        unknown = sorted({v for v in labels.tolist() if v not in index}, key=str)
-        if unknown:
-            raise ValueError(
-                f"validation labels {unknown[:5]} are not classes of the calibrated repurposer "
-                f"(classes_: {inner.classes_.tolist()})"
-            )
-        codes = np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+            inner, proba, labels = self._fit_inner_on_split(X, y)
+        codes = _encode_against(inner, labels)
         if len(proba) != len(codes):
             raise ValueError(f"X has {len(proba)} samples but y has {len(codes)} labels")
+        self.repurposer_ = inner
         self.temperature_ = fit_temperature(proba, codes)
         self.classes_ = inner.classes_
         self.n_classes_ = inner.n_classes_
         self.input_shape_ = getattr(inner, "input_shape_", None)
         return self
+
+    def _fit_inner_on_split(self, X: Any, y: Any) -> tuple[Repurposer, np.ndarray, np.ndarray]:
+        fraction = self.validation_fraction
+        if not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) < 1.0:
+            raise ValueError(f"validation_fraction={fraction!r}; expected a float in (0, 1) "
+                             "or None for an already fitted repurposer")
+        if self.repurposer is None:
+            raise ValueError("repurposer is None; pass the repurposer to calibrate")
+        inner = clone(self.repurposer)
+        data, labels = inner._prepare(X, y, labels=True, fitting=True)
+        labels = np.asarray(_require_labels(labels)).ravel()
+        if len(np.unique(labels)) < 2:
+            raise ValueError("fit needs at least two classes; got only "
+                             f"{np.unique(labels).tolist()}")
+        try:
+            train, val = train_test_split(np.arange(len(labels)), test_size=float(fraction),
+                                          stratify=labels, random_state=self.random_state)
+        except ValueError as err:
+            raise ValueError(f"cannot hold out {fraction} of the data with every class on both "
+                             f"sides ({err}); give more examples per class or None") from err
+        if isinstance(data, Mapping):
+            inner.fit_features({k: v[train] for k, v in data.items()}, labels[train])
+            proba = inner.predict_proba_features({k: v[val] for k, v in data.items()})
+        else:
+            inner.fit(data[train], labels[train])
+            proba = inner.predict_proba(data[val])
+        inner.input_shape_ = _input_shape(X)
+        return inner, proba, labels[val]
 
     def _fit(self, X: Any, y: np.ndarray) -> None:  # pragma: no cover - fit is overridden
         raise NotImplementedError
@@ -157,7 +228,7 @@ class TemperatureScaledRepurposer(Repurposer):
         self.temperature_ = float(meta["temperature"])
 
     def _params_to_json(self) -> dict[str, Any]:
-        return {}
+        return {"validation_fraction": self.validation_fraction, "random_state": self.random_state}
 
     def _save_extra(self, path: Path) -> None:
         self._inner().save(path / _INNER_DIR, include_handler=False)
@@ -165,7 +236,9 @@ class TemperatureScaledRepurposer(Repurposer):
     def _load_extra(self, path: Path) -> None:
         from repurpose.repurposers._io import load
 
-        self.repurposer = load(path / _INNER_DIR, handler=self.handler)
+        self.repurposer_ = load(path / _INNER_DIR, handler=self.handler)
+        if self.repurposer is None:
+            self.repurposer = self.repurposer_
 
 
 def calibrate(rep: Repurposer, X_val: Any, y_val: Any = None) -> TemperatureScaledRepurposer:
