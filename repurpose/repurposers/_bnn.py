@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from repurpose._validation import check_int, check_number
 from repurpose.repurposers import _bnn_models as bbm
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
@@ -119,16 +120,11 @@ class BNNRepurposer(UncertaintyMixin, MetaModelRepurposer):
         if not all(isinstance(h, int | np.integer) and h > 0 for h in hidden):
             raise ValueError(f"hidden={self.hidden!r}; use a tuple of positive layer widths")
         for name in ("n_iter", "train_batch_size", "n_samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name}={value!r}; use a positive integer")
+            check_int(name, getattr(self, name), 1)
         for name in ("prior_std", "lr"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}; use a positive number")
-        if not 0 < float(self.kl_weight) <= 1:
-            raise ValueError(f"kl_weight={self.kl_weight!r}; use a value in (0, 1]")
-        if not 0 <= float(self.kl_warmup) <= 1:
-            raise ValueError(f"kl_warmup={self.kl_warmup!r}; use a fraction in [0, 1]")
+            check_number(name, getattr(self, name), 0, low_open=True)
+        check_number("kl_weight", self.kl_weight, 0, 1, low_open=True)
+        check_number("kl_warmup", self.kl_warmup, 0, 1)
         return [int(h) for h in hidden]
 
     def _make_net(self, in_features: int, hidden: list[int]) -> bbm.BayesMLP:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from repurpose._validation import check_choice, check_int, check_number
 from repurpose.repurposers import _gp_models as gpm
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
@@ -136,8 +137,7 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
 
     # ----- fitting -----------------------------------------------------------------------
     def _check_params(self) -> None:
-        if self.kernel not in gpm.KERNELS:
-            raise ValueError(f"kernel={self.kernel!r}; use one of {gpm.KERNELS}")
+        check_choice("kernel", self.kernel, gpm.KERNELS)
         checks = {
             "exact_threshold": (self.exact_threshold, 0),
             "n_inducing": (self.n_inducing, 1),
@@ -147,12 +147,9 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
             "n_samples": (self.n_samples, 2),
         }
         for name, (value, low) in checks.items():
-            if not isinstance(value, int | np.integer) or value < low:
-                raise ValueError(f"{name}={value!r}; use an integer >= {low}")
-        if not 0 < float(self.alpha_epsilon) < 1:
-            raise ValueError(f"alpha_epsilon={self.alpha_epsilon!r}; use a value in (0, 1)")
-        if not float(self.lr) > 0:
-            raise ValueError(f"lr={self.lr!r}; use a positive learning rate")
+            check_int(name, value, low)
+        check_number("alpha_epsilon", self.alpha_epsilon, 0, 1, low_open=True, high_open=True)
+        check_number("lr", self.lr, 0, low_open=True)
 
     def _blocks(self) -> list[tuple[int, int]]:
         dims = [self.feature_dims_[k] for k in self.feature_layers_]

@@ -15,6 +15,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
+from repurpose._validation import check_choice, check_int
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._lr import encode_class_weight
 from repurpose.repurposers._registry import register_repurposer
@@ -93,12 +94,9 @@ class SVMRepurposer(MetaModelRepurposer):
         self.random_state = random_state
 
     def _check_params(self) -> None:
-        if self.kernel not in _KERNELS:
-            raise ValueError(f"kernel={self.kernel!r}; use one of {_KERNELS}")
-        if self.calibration not in _CALIBRATION:
-            raise ValueError(f"calibration={self.calibration!r}; use one of {_CALIBRATION}")
-        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
-            raise ValueError(f"cv={self.cv!r}; use an int >= 2")
+        check_choice("kernel", self.kernel, _KERNELS)
+        check_choice("calibration", self.calibration, _CALIBRATION)
+        check_int("cv", self.cv, 2)
 
     def _resolve_gamma(self, X: np.ndarray) -> float:
         if self.gamma == "scale":

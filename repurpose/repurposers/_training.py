@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repurpose._exceptions import RepurposeError
+from repurpose._validation import check_choice, check_int, check_number
 from repurpose.repurposers._checkpoint import load_checkpoint, save_checkpoint
 from repurpose.repurposers._freezing import set_train_mode
 from repurpose.repurposers._param_groups import l2sp_penalty
@@ -70,19 +71,13 @@ class TrainSettings:
 
     def validate(self) -> None:
         """Check the values; raise ``ValueError`` naming the bad one."""
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r}; expected one of {OPTIMIZERS}")
-        if (self.schedule or "constant") not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}; expected one of {SCHEDULES} or None")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, (*SCHEDULES, None))
         for name in ("max_epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name}={value!r}; expected a positive integer")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr!r}; expected a positive number")
+            check_int(name, getattr(self, name), 1)
+        check_number("lr", self.lr, 0, low_open=True)
         for name in ("weight_decay", "l2sp"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}; expected a number >= 0")
+            check_number(name, getattr(self, name), 0)
         if self.augment is not None and not callable(self.augment):
             raise ValueError(f"augment={self.augment!r}; expected a callable or None")
 

@@ -66,9 +66,9 @@ def test_reproducible_with_random_state_and_after_save(tmp_path, fitted):
     ("options", "message"),
     [
         ({"hidden": (0,)}, "hidden=.*positive layer widths"),
-        ({"n_samples": 0}, "n_samples=0; use a positive integer"),
-        ({"kl_weight": 0.0}, r"kl_weight=0.0; use a value in \(0, 1\]"),
-        ({"kl_warmup": 2.0}, r"kl_warmup=2.0; use a fraction in \[0, 1\]"),
+        ({"n_samples": 0}, r"n_samples=0; expected an integer >= 1"),
+        ({"kl_weight": 0.0}, r"kl_weight=0.0; expected a number in \(0, 1\]"),
+        ({"kl_warmup": 2.0}, r"kl_warmup=2.0; expected a number in \[0, 1\]"),
     ],
 )
 def test_bad_parameters_are_named(options, message):

@@ -118,9 +118,9 @@ def test_ard_and_matern_options(data):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"kernel": "cubic"}, "kernel='cubic'; use one of"),
-        ({"n_inducing": 0}, "n_inducing=0; use an integer >= 1"),
-        ({"alpha_epsilon": 2.0}, r"alpha_epsilon=2.0; use a value in \(0, 1\)"),
+        ({"kernel": "cubic"}, "kernel='cubic'; expected one of"),
+        ({"n_inducing": 0}, "n_inducing=0; expected an integer >= 1"),
+        ({"alpha_epsilon": 2.0}, r"alpha_epsilon=2.0; expected a number in \(0, 1\)"),
     ],
 )
 def test_bad_parameters_are_named(data, options, message):
