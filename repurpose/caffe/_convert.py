@@ -218,7 +218,8 @@ class _Builder:
         # randomly initialised (a third of CaffeNet's import time); layers the caffemodel
         # does not fill completely are then rebuilt normally.
         with torch.device("meta"):
-            net = GraphNet(self.nodes, list(self.input_values), outputs, self.input_values)
+            net = GraphNet(self.nodes, list(self.input_values), outputs, self.input_values,
+                           layout="channels_last")
         for node in self.nodes:
             name = module_name(node.name)
             module = net.get_submodule(name)

@@ -151,7 +151,7 @@ def _drop_bottom_graph(net: GraphNet, n: int) -> GraphNet:
     if len(last.outputs) != 1:
         raise SurgeryError(f"cannot use layer {last.name!r}'s outputs as the input: it has "
                            f"{len(last.outputs)} outputs")
-    new = GraphNet(kept, list(last.outputs), net.output_names)
+    new = GraphNet(kept, list(last.outputs), net.output_names, layout=net.layout)
     state = net._subset_state(kept)
     new.load_state_dict(copy.deepcopy(state))
     return new
@@ -251,9 +251,11 @@ def _add_graph(net: GraphNet, new: list[tuple[str, nn.Module]], top: bool) -> Gr
         nodes.append(Node(name, spec[0], (value,), (out,), spec[1]))
         value = out
     if top:
-        result = GraphNet([*net.nodes, *nodes], net.input_names, [value], net.input_shapes)
+        result = GraphNet([*net.nodes, *nodes], net.input_names, [value], net.input_shapes,
+                          layout=net.layout)
     else:
-        result = GraphNet([*nodes, *net.nodes], [nodes[0].inputs[0]], net.output_names)
+        result = GraphNet([*nodes, *net.nodes], [nodes[0].inputs[0]], net.output_names,
+                          layout=net.layout)
     state = copy.deepcopy(net.state_dict())
     for (name, m) in new:
         prefix = module_name(name) + "."

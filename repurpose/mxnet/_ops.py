@@ -84,11 +84,16 @@ class Pool(nn.Module):
         pads = [p[1], right[1], p[0], right[0]]
         fill = float("-inf") if self.pool_type == "max" else 0.0
         xp = F.pad(x, pads, value=fill) if any(pads) else x
-        # torch's channels-last pooling kernels are several times faster on CPU
-        xp = xp.contiguous(memory_format=torch.channels_last)
+        # torch's channels-last pooling kernels are several times faster on CPU; the output
+        # goes back to the input's layout (GraphNet.layout decides that for the whole net)
+        cl = torch.channels_last
+        out_format = cl if x.is_contiguous(memory_format=cl) else torch.contiguous_format
+        xp = xp.contiguous(memory_format=cl)
         if self.pool_type == "max":
-            return F.max_pool2d(xp, k, s)[:, :, :outs[0], :outs[1]].contiguous()
-        y = F.avg_pool2d(xp, k, s)[:, :, :outs[0], :outs[1]].contiguous() * float(k[0] * k[1])
+            out = F.max_pool2d(xp, k, s)[:, :, :outs[0], :outs[1]]
+            return out.contiguous(memory_format=out_format)
+        y = F.avg_pool2d(xp, k, s)[:, :, :outs[0], :outs[1]].contiguous(memory_format=out_format)
+        y = y * float(k[0] * k[1])
         if self.pool_type == "sum":
             return y
         div = [self._divisor(o, int(n), kk, ss, pp, x.device, x.dtype)

@@ -55,3 +55,23 @@ def test_load_rejects_other_documents(tmp_path):
     (tmp_path / "graph.json").write_text('{"format": "other"}')
     with pytest.raises(ModelFormatError, match="not a repurpose.graph document"):
         load_graph(tmp_path)
+
+
+def test_channels_last_layout_gives_the_same_results_and_is_saved(tmp_path):
+    net = _net()
+    fast = GraphNet(net.nodes, net.input_names, net.output_names, net.input_shapes,
+                    layout="channels_last").eval()
+    fast.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(fast(x), net(x), rtol=1e-5, atol=1e-6)
+    assert fast.run({"data": x}, ["c1"])["c1"].is_contiguous(memory_format=torch.channels_last)
+    save_graph(fast, tmp_path / "m")
+    back = load_graph(tmp_path / "m").eval()
+    assert back.layout == "channels_last" and fast.subgraph(["s"]).layout == "channels_last"
+    assert torch.equal(back(x), fast(x))
+
+
+def test_unknown_layout_is_refused():
+    net = _net()
+    with pytest.raises(ValueError, match=r"layout='nhwc'; expected one of"):
+        GraphNet(net.nodes, net.input_names, net.output_names, layout="nhwc")
