@@ -181,9 +181,6 @@ class TemperatureScaledRepurposer(Repurposer):
         inner = clone(self.repurposer)
         data, labels = inner._prepare(X, y, labels=True, fitting=True)
         labels = np.asarray(_require_labels(labels)).ravel()
-        if len(np.unique(labels)) < 2:
-            raise ValueError("fit needs at least two classes; got only "
-                             f"{np.unique(labels).tolist()}")
         try:
             train, val = train_test_split(np.arange(len(labels)), test_size=float(fraction),
                                           stratify=labels, random_state=self.random_state)

@@ -36,11 +36,3 @@ def inception() -> Inception:
     torch.manual_seed(0)
     return Inception().eval()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest, and steadiest on a shared machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -20,15 +20,6 @@ from repurpose.repurposers._param_groups import (
 from repurpose.repurposers._training import Trainer, TrainSettings, lr_factor, split_validation
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny nets train fastest on one thread; on a busy CPU two threads spin-wait.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(

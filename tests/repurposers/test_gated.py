@@ -9,14 +9,6 @@ from repurpose.repurposers._gated_net import GatedNet
 from repurpose.testing import check_repurposer, tiny_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _features(n=60, seed=0):
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1, 2], n // 3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -15,16 +14,9 @@ from repurpose.datasets import load_digits_split, pretrained_digits_cnn
 
 
 @pytest.fixture(scope="module")
-def digits_features(tmp_path_factory):
-    old = os.environ.get("REPURPOSE_CACHE_DIR")
-    os.environ["REPURPOSE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    try:
-        handler = rp.ModelHandler(pretrained_digits_cnn(epochs=2, progress=False))
-    finally:
-        if old is None:
-            os.environ.pop("REPURPOSE_CACHE_DIR")
-        else:
-            os.environ["REPURPOSE_CACHE_DIR"] = old
+def digits_features():
+    # the root conftest points REPURPOSE_CACHE_DIR at a session temp dir
+    handler = rp.ModelHandler(pretrained_digits_cnn(epochs=2, progress=False))
     split = load_digits_split(50)
     layers = ["conv2", "fc6", "fc7"]
     kw = {"pooling": "flatten", "progress": False}

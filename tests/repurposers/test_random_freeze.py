@@ -8,14 +8,6 @@ from torch import nn
 import repurpose as rp
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _Net(nn.Module):
     """conv1 and conv10: Xfer's substring matching confused these two."""
 
