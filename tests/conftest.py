@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,3 +33,30 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _realdata_dir() -> Path:
+    """``../shared/realdata`` beside the checkout (``REPURPOSE_REALDATA`` overrides it)."""
+    env = os.environ.get("REPURPOSE_REALDATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+REALDATA = _realdata_dir()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``realdata`` skip, saying why, only where the real material is absent."""
+    if REALDATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real material not found at {REALDATA} (../shared/realdata)")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The folder of real networks and photos (see its README)."""
+    return REALDATA
