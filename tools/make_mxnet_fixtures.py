@@ -211,8 +211,72 @@ def inception() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
     return S.FullyConnected(out, num_hidden=4, name="fc"), (2, 3, 10, 10)
 
 
+def zoo_ops() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
+    """Ops of GluonCV / insightface exports beyond the basics (Crop, bilinear up-sampling,
+    resizing, adaptive pooling, hard sigmoid, slicing, padding, norms, comparisons, ...)."""
+    x = S.var("data")
+    c = S.Convolution(x, kernel=(1, 1), num_filter=4, name="conv")
+    small = S.Pooling(c, kernel=(2, 2), stride=(2, 2), pool_type="max", name="pool")
+    c8 = S.slice(c, begin=(None, None, 0, 0), end=(None, None, 8, 8), name="slice8")
+    pos = S.Activation(c, act_type="sigmoid", name="pos")
+    gap = S.mean(c, axis=(2, 3), keepdims=True, name="gap")
+    outs = [
+        S.Crop(c, h_w=(5, 6), offset=(1, 2), name="crop_hw"),
+        S.Crop(c, h_w=(5, 6), center_crop=True, name="crop_center"),
+        S.Crop(c, small, num_args=2, name="crop_like"),
+        S.Crop(c, small, num_args=2, center_crop=True, name="crop_like_center"),
+        S.UpSampling(c, S.var("up2_weight"), sample_type="bilinear", scale=2, num_filter=4,
+                     name="up_bilinear2"),
+        S.UpSampling(c, S.var("up3_weight"), sample_type="bilinear", scale=3, num_filter=4,
+                     name="up_bilinear3"),
+        S.contrib.BilinearResize2D(c, height=13, width=7, name="resize_size"),
+        S.contrib.BilinearResize2D(c, height=5, width=4, align_corners=False,
+                                   name="resize_noalign"),
+        S.contrib.BilinearResize2D(c, scale_height=2.0, scale_width=1.5, name="resize_scale"),
+        S.contrib.BilinearResize2D(c, small, mode="like", name="resize_like"),
+        S.contrib.AdaptiveAvgPooling2D(c, output_size=1, name="adapool1"),
+        S.contrib.AdaptiveAvgPooling2D(c, output_size=(2, 3), name="adapool23"),
+        S.contrib.AdaptiveAvgPooling2D(c, output_size=4, name="adapool4"),
+        S.hard_sigmoid(c, name="hsig_default"),
+        S.hard_sigmoid(c, alpha=0.1, beta=0.3, name="hsig"),
+        S.slice(c, begin=(None, 1, 2, None), end=(None, 3, None, -1), name="slice_none"),
+        S.slice(c, begin=(0, 0, 8, 1), end=(2, 4, 0, 9), step=(1, 2, -2, 3),
+                name="slice_step"),
+        S.slice_like(c, small, axes=(2, 3), name="slice_like_hw"),
+        S.slice_like(c, small, name="slice_like_all"),
+        S.Pad(c, mode="constant", pad_width=(0, 0, 0, 0, 1, 2, 2, 1), constant_value=0.5,
+              name="pad_const"),
+        S.Pad(c, mode="edge", pad_width=(0, 0, 0, 0, 2, 1, 1, 2), name="pad_edge"),
+        S.Pad(c, mode="reflect", pad_width=(0, 0, 0, 0, 1, 2, 2, 1), name="pad_reflect"),
+        S.tile(c, reps=(1, 2, 1, 1), name="tile"),
+        S.repeat(c, repeats=2, axis=2, name="repeat"),
+        S.reverse(c, axis=1, name="reverse"),
+        S.erf(c, name="erf"), S.floor(c * 3.0, name="floor"), S.ceil(c * 3.0, name="ceil"),
+        S.sign(c, name="sign"), S.round(c * 3.0, name="round"),
+        S.zeros_like(c, name="zeros"), S.ones_like(c, name="ones"),
+        S.broadcast_like(gap, c, name="bcast_like"),
+        S.broadcast_to(gap, shape=(0, 0, 9, 9), name="bcast_to"),
+        S.broadcast_axis(gap, axis=(2, 3), size=(9, 9), name="bcast_axis"),
+        S.where(c > 0.1, c, pos, name="where"),
+        S.broadcast_greater(c, gap, name="bgreater"), c < pos, c >= 0.2, c == c,
+        S.argmax(c, axis=1, name="argmax"),
+        S.argmax(c, axis=2, keepdims=True, name="argmax_keep"),
+        S.norm(c, ord=2, axis=1, keepdims=True, name="norm_c"),
+        S.norm(c, name="norm_all"),
+        S.softmin(c, axis=1, name="softmin"),
+        S.InstanceNorm(c, S.var("in_gamma"), S.var("in_beta"), name="instancenorm"),
+        S.LayerNorm(c, S.var("ln_gamma"), S.var("ln_beta"), axis=1, name="layernorm_c"),
+        S.LayerNorm(c, S.var("lnl_gamma"), S.var("lnl_beta"), name="layernorm_last"),
+        S.GroupNorm(c, S.var("gn_gamma"), S.var("gn_beta"), num_groups=2, name="groupnorm"),
+        S.depth_to_space(c8, block_size=2, name="d2s"),
+        S.space_to_depth(c8, block_size=2, name="s2d"),
+    ]
+    return S.Group(outs), (2, 3, 9, 9)
+
+
 NETS = {"conv_ops": conv_ops, "act_ops": act_ops, "pool_ops": pool_ops, "math_ops": math_ops,
         "shape_ops": shape_ops, "head_ops": head_ops, "resnet": resnet, "inception": inception}
+LATER_NETS = {"zoo_ops": zoo_ops}
 
 
 # ---------------------------------------------------------------- weights and running
@@ -362,6 +426,13 @@ def main() -> None:
     old_forms(out, "conv_ops")
     old_forms(out, "resnet")
     params_fixtures(out)
+    # Nets added later use their own generator, so the older fixtures stay as committed.
+    global RNG
+    for name, build in LATER_NETS.items():
+        RNG = np.random.default_rng(sum(map(ord, name)))
+        sym, shape = build()
+        write_net(out, name, sym, shape, *random_params(sym, shape))
+        print("wrote", name)
     print("mxnet", mx.__version__, "fixtures in", out)
 
 
