@@ -274,9 +274,50 @@ def zoo_ops() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
     return S.Group(outs), (2, 3, 9, 9)
 
 
+def retinaface_like() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
+    """The RetinaFace (insightface) pattern: a strided backbone, an FPN whose up-sampled
+    maps are cropped to the lateral map (``Crop`` with two inputs) and added, SSH context
+    modules, and per-level heads with the Reshape-SoftmaxActivation-Reshape score trick."""
+    x = S.var("data")
+
+    def conv(y, ch, k, stride, name, act=True):  # type: ignore[no-untyped-def]
+        y = S.Convolution(y, kernel=(k, k), num_filter=ch, stride=(stride, stride),
+                          pad=(k // 2, k // 2), name=f"{name}_conv")
+        y = S.BatchNorm(y, fix_gamma=False, eps=2e-5, name=f"{name}_bn")
+        return S.LeakyReLU(y, act_type="prelu", name=f"{name}_relu") if act else y
+
+    c2 = conv(conv(x, 8, 3, 2, "stage1"), 8, 3, 2, "stage2")
+    c3 = conv(c2, 16, 3, 2, "stage3")
+    c4 = conv(c3, 16, 3, 2, "stage4")
+    levels = {}
+    top = conv(c4, 8, 1, 1, "lat32")
+    levels[32] = top
+    for stride, feat in ((16, c3), (8, c2)):
+        lateral = conv(feat, 8, 1, 1, f"lat{stride}")
+        up = S.UpSampling(top, scale=2, sample_type="nearest", workspace=512,
+                          name=f"up{stride}")
+        up = S.Crop(up, lateral, num_args=2, name=f"crop{stride}")
+        top = conv(S.elemwise_add(lateral, up, name=f"fpn_add{stride}"), 8, 3, 1,
+                   f"agg{stride}")
+        levels[stride] = top
+    outs = []
+    for stride, feat in levels.items():
+        a = conv(feat, 4, 3, 1, f"ssh{stride}_a", act=False)
+        b = conv(conv(feat, 4, 3, 1, f"ssh{stride}_b1"), 4, 3, 1, f"ssh{stride}_b2", act=False)
+        ssh = S.Activation(S.Concat(a, b, dim=1, name=f"ssh{stride}_cat"), act_type="relu",
+                           name=f"ssh{stride}_relu")
+        score = S.Convolution(ssh, kernel=(1, 1), num_filter=4, name=f"cls{stride}")
+        shaped = S.Reshape(score, shape=(0, 2, -1, 0), name=f"cls{stride}_reshape")
+        prob = S.SoftmaxActivation(shaped, mode="channel", name=f"cls{stride}_softmax")
+        outs.append(S.Reshape(prob, shape=(0, 4, -1, 0), name=f"cls{stride}_prob"))
+        outs.append(S.Convolution(ssh, kernel=(1, 1), num_filter=8, name=f"bbox{stride}"))
+        outs.append(S.Convolution(ssh, kernel=(1, 1), num_filter=20, name=f"landmark{stride}"))
+    return S.Group(outs), (2, 3, 44, 52)
+
+
 NETS = {"conv_ops": conv_ops, "act_ops": act_ops, "pool_ops": pool_ops, "math_ops": math_ops,
         "shape_ops": shape_ops, "head_ops": head_ops, "resnet": resnet, "inception": inception}
-LATER_NETS = {"zoo_ops": zoo_ops}
+LATER_NETS = {"zoo_ops": zoo_ops, "retinaface_like": retinaface_like}
 
 
 # ---------------------------------------------------------------- weights and running
@@ -332,6 +373,67 @@ def gluon_net(out: Path) -> None:
     params = mx.nd.load(str(out / "gluon-0000.params"))
     outputs, _ = reference.run_internals(sym, params, {"data": data})
     np.savez_compressed(out / "gluon-io.npz", __input__data=data, **outputs)
+
+
+# ---------------------------------------------------------------- GluonCV architectures
+# Real model-zoo architectures (random init), exported as gluon does. Their weights are too
+# large to commit, so the fixture holds the symbol (gzipped), the parameter shapes and the
+# outputs of a sample of nodes for weights that reference.synthetic_params rebuilds.
+ZOO_MODELS = {"mobilenetv3_small": 64, "se_resnet18_v1": 64, "resnest14": 64,
+              "hrnet_w18_small_v1_c": 64, "fcn_resnet50_voc": 64,
+              "residualattentionnet56": 224, "nasnet_4_1056": 64, "xception": 71,
+              "darknet53": 64, "densenet121": 224}
+COMMON_OPS = {"Convolution", "BatchNorm", "Activation", "elemwise_add", "null"}
+
+
+def gluoncv_models(out: Path) -> None:
+    import gzip
+
+    from gluoncv.model_zoo import get_model
+
+    out = out / "gluoncv"
+    out.mkdir(exist_ok=True)
+    for name, size in ZOO_MODELS.items():
+        kwargs = {"pretrained_base": False} if name.startswith("fcn") else {}
+        net = get_model(name, pretrained=False, **kwargs)
+        net.initialize()
+        net.hybridize()
+        net(mx.nd.zeros((1, 3, size, size)))
+        net.export(str(out / name), epoch=0)
+        sym = mx.sym.load(str(out / f"{name}-symbol.json"))
+        loaded = mx.nd.load(str(out / f"{name}-0000.params"))
+        shapes = {k: list(v.shape) for k, v in loaded.items()}
+        params = {k: mx.nd.array(v) for k, v in reference.synthetic_params(shapes).items()}
+        data = reference.synthetic_input((1, 3, size, size))
+        outputs, _ = reference.run_internals(sym, params, {"data": data})
+        doc = json.loads((out / f"{name}-symbol.json").read_text())
+        keep = _sample_outputs(outputs, {n["name"]: n["op"] for n in doc["nodes"]})
+        np.savez_compressed(out / f"{name}-io.npz", __input_shape__=np.array(data.shape),
+                            **keep)
+        with gzip.open(out / f"{name}-symbol.json.gz", "wt") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        (out / f"{name}-shapes.json").write_text(json.dumps(shapes, indent=0))
+        (out / f"{name}-symbol.json").unlink()
+        (out / f"{name}-0000.params").unlink()
+        print("wrote gluoncv", name, len(keep), "node outputs")
+
+
+def _sample_outputs(outputs: dict[str, np.ndarray], ops: dict[str, str],
+                    budget: int = 100_000, cap: int = 40_000) -> dict[str, np.ndarray]:
+    """The head plus outputs of the rarer ops (then of every tenth node), within a budget
+    of array elements, so the fixture stays small."""
+    names = list(outputs)
+    rare = [k for k in names if ops.get(k.split(":")[0]) not in COMMON_OPS]
+    order = [names[-1]] + rare + names[::10]
+    keep: dict[str, np.ndarray] = {}
+    used = 0
+    for key in order:
+        size = outputs[key].size
+        if key in keep or size > cap or used + size > budget:
+            continue
+        keep[key] = outputs[key]
+        used += size
+    return keep
 
 
 # ---------------------------------------------------------------- older JSON forms
@@ -433,6 +535,10 @@ def main() -> None:
         sym, shape = build()
         write_net(out, name, sym, shape, *random_params(sym, shape))
         print("wrote", name)
+    if importlib.util.find_spec("gluoncv") is not None:
+        gluoncv_models(out)
+    else:
+        print("gluoncv is not installed: GluonCV architecture fixtures not rebuilt")
     print("mxnet", mx.__version__, "fixtures in", out)
 
 
