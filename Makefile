@@ -43,7 +43,7 @@ bench: $(VENV)/.dev
 MXVENV := .venv-mxnet
 $(MXVENV)/bin/python:
 	$(PYTHON) -m venv $(MXVENV)
-	$(MXVENV)/bin/pip install "numpy==1.23.5" "mxnet==1.9.1"
+	$(MXVENV)/bin/pip install "numpy==1.23.5" "mxnet==1.9.1" "gluoncv==0.10.5.post0"
 
 mxnet-fixtures: $(MXVENV)/bin/python
 	$(MXVENV)/bin/python tools/make_mxnet_fixtures.py --out tests/mxnet/fixtures

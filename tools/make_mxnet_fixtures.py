@@ -211,8 +211,113 @@ def inception() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
     return S.FullyConnected(out, num_hidden=4, name="fc"), (2, 3, 10, 10)
 
 
+def zoo_ops() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
+    """Ops of GluonCV / insightface exports beyond the basics (Crop, bilinear up-sampling,
+    resizing, adaptive pooling, hard sigmoid, slicing, padding, norms, comparisons, ...)."""
+    x = S.var("data")
+    c = S.Convolution(x, kernel=(1, 1), num_filter=4, name="conv")
+    small = S.Pooling(c, kernel=(2, 2), stride=(2, 2), pool_type="max", name="pool")
+    c8 = S.slice(c, begin=(None, None, 0, 0), end=(None, None, 8, 8), name="slice8")
+    pos = S.Activation(c, act_type="sigmoid", name="pos")
+    gap = S.mean(c, axis=(2, 3), keepdims=True, name="gap")
+    outs = [
+        S.Crop(c, h_w=(5, 6), offset=(1, 2), name="crop_hw"),
+        S.Crop(c, h_w=(5, 6), center_crop=True, name="crop_center"),
+        S.Crop(c, small, num_args=2, name="crop_like"),
+        S.Crop(c, small, num_args=2, center_crop=True, name="crop_like_center"),
+        S.UpSampling(c, S.var("up2_weight"), sample_type="bilinear", scale=2, num_filter=4,
+                     name="up_bilinear2"),
+        S.UpSampling(c, S.var("up3_weight"), sample_type="bilinear", scale=3, num_filter=4,
+                     name="up_bilinear3"),
+        S.contrib.BilinearResize2D(c, height=13, width=7, name="resize_size"),
+        S.contrib.BilinearResize2D(c, height=5, width=4, align_corners=False,
+                                   name="resize_noalign"),
+        S.contrib.BilinearResize2D(c, scale_height=2.0, scale_width=1.5, name="resize_scale"),
+        S.contrib.BilinearResize2D(c, small, mode="like", name="resize_like"),
+        S.contrib.AdaptiveAvgPooling2D(c, output_size=1, name="adapool1"),
+        S.contrib.AdaptiveAvgPooling2D(c, output_size=(2, 3), name="adapool23"),
+        S.contrib.AdaptiveAvgPooling2D(c, output_size=4, name="adapool4"),
+        S.hard_sigmoid(c, name="hsig_default"),
+        S.hard_sigmoid(c, alpha=0.1, beta=0.3, name="hsig"),
+        S.slice(c, begin=(None, 1, 2, None), end=(None, 3, None, -1), name="slice_none"),
+        S.slice(c, begin=(0, 0, 8, 1), end=(2, 4, 0, 9), step=(1, 2, -2, 3),
+                name="slice_step"),
+        S.slice_like(c, small, axes=(2, 3), name="slice_like_hw"),
+        S.slice_like(c, small, name="slice_like_all"),
+        S.Pad(c, mode="constant", pad_width=(0, 0, 0, 0, 1, 2, 2, 1), constant_value=0.5,
+              name="pad_const"),
+        S.Pad(c, mode="edge", pad_width=(0, 0, 0, 0, 2, 1, 1, 2), name="pad_edge"),
+        S.Pad(c, mode="reflect", pad_width=(0, 0, 0, 0, 1, 2, 2, 1), name="pad_reflect"),
+        S.tile(c, reps=(1, 2, 1, 1), name="tile"),
+        S.repeat(c, repeats=2, axis=2, name="repeat"),
+        S.reverse(c, axis=1, name="reverse"),
+        S.erf(c, name="erf"), S.floor(c * 3.0, name="floor"), S.ceil(c * 3.0, name="ceil"),
+        S.sign(c, name="sign"), S.round(c * 3.0, name="round"),
+        S.zeros_like(c, name="zeros"), S.ones_like(c, name="ones"),
+        S.broadcast_like(gap, c, name="bcast_like"),
+        S.broadcast_to(gap, shape=(0, 0, 9, 9), name="bcast_to"),
+        S.broadcast_axis(gap, axis=(2, 3), size=(9, 9), name="bcast_axis"),
+        S.where(c > 0.1, c, pos, name="where"),
+        S.broadcast_greater(c, gap, name="bgreater"), c < pos, c >= 0.2, c == c,
+        S.argmax(c, axis=1, name="argmax"),
+        S.argmax(c, axis=2, keepdims=True, name="argmax_keep"),
+        S.norm(c, ord=2, axis=1, keepdims=True, name="norm_c"),
+        S.norm(c, name="norm_all"),
+        S.softmin(c, axis=1, name="softmin"),
+        S.InstanceNorm(c, S.var("in_gamma"), S.var("in_beta"), name="instancenorm"),
+        S.LayerNorm(c, S.var("ln_gamma"), S.var("ln_beta"), axis=1, name="layernorm_c"),
+        S.LayerNorm(c, S.var("lnl_gamma"), S.var("lnl_beta"), name="layernorm_last"),
+        S.GroupNorm(c, S.var("gn_gamma"), S.var("gn_beta"), num_groups=2, name="groupnorm"),
+        S.depth_to_space(c8, block_size=2, name="d2s"),
+        S.space_to_depth(c8, block_size=2, name="s2d"),
+    ]
+    return S.Group(outs), (2, 3, 9, 9)
+
+
+def retinaface_like() -> tuple[mx.sym.Symbol, tuple[int, ...]]:
+    """The RetinaFace (insightface) pattern: a strided backbone, an FPN whose up-sampled
+    maps are cropped to the lateral map (``Crop`` with two inputs) and added, SSH context
+    modules, and per-level heads with the Reshape-SoftmaxActivation-Reshape score trick."""
+    x = S.var("data")
+
+    def conv(y, ch, k, stride, name, act=True):  # type: ignore[no-untyped-def]
+        y = S.Convolution(y, kernel=(k, k), num_filter=ch, stride=(stride, stride),
+                          pad=(k // 2, k // 2), name=f"{name}_conv")
+        y = S.BatchNorm(y, fix_gamma=False, eps=2e-5, name=f"{name}_bn")
+        return S.LeakyReLU(y, act_type="prelu", name=f"{name}_relu") if act else y
+
+    c2 = conv(conv(x, 8, 3, 2, "stage1"), 8, 3, 2, "stage2")
+    c3 = conv(c2, 16, 3, 2, "stage3")
+    c4 = conv(c3, 16, 3, 2, "stage4")
+    levels = {}
+    top = conv(c4, 8, 1, 1, "lat32")
+    levels[32] = top
+    for stride, feat in ((16, c3), (8, c2)):
+        lateral = conv(feat, 8, 1, 1, f"lat{stride}")
+        up = S.UpSampling(top, scale=2, sample_type="nearest", workspace=512,
+                          name=f"up{stride}")
+        up = S.Crop(up, lateral, num_args=2, name=f"crop{stride}")
+        top = conv(S.elemwise_add(lateral, up, name=f"fpn_add{stride}"), 8, 3, 1,
+                   f"agg{stride}")
+        levels[stride] = top
+    outs = []
+    for stride, feat in levels.items():
+        a = conv(feat, 4, 3, 1, f"ssh{stride}_a", act=False)
+        b = conv(conv(feat, 4, 3, 1, f"ssh{stride}_b1"), 4, 3, 1, f"ssh{stride}_b2", act=False)
+        ssh = S.Activation(S.Concat(a, b, dim=1, name=f"ssh{stride}_cat"), act_type="relu",
+                           name=f"ssh{stride}_relu")
+        score = S.Convolution(ssh, kernel=(1, 1), num_filter=4, name=f"cls{stride}")
+        shaped = S.Reshape(score, shape=(0, 2, -1, 0), name=f"cls{stride}_reshape")
+        prob = S.SoftmaxActivation(shaped, mode="channel", name=f"cls{stride}_softmax")
+        outs.append(S.Reshape(prob, shape=(0, 4, -1, 0), name=f"cls{stride}_prob"))
+        outs.append(S.Convolution(ssh, kernel=(1, 1), num_filter=8, name=f"bbox{stride}"))
+        outs.append(S.Convolution(ssh, kernel=(1, 1), num_filter=20, name=f"landmark{stride}"))
+    return S.Group(outs), (2, 3, 44, 52)
+
+
 NETS = {"conv_ops": conv_ops, "act_ops": act_ops, "pool_ops": pool_ops, "math_ops": math_ops,
         "shape_ops": shape_ops, "head_ops": head_ops, "resnet": resnet, "inception": inception}
+LATER_NETS = {"zoo_ops": zoo_ops, "retinaface_like": retinaface_like}
 
 
 # ---------------------------------------------------------------- weights and running
@@ -268,6 +373,67 @@ def gluon_net(out: Path) -> None:
     params = mx.nd.load(str(out / "gluon-0000.params"))
     outputs, _ = reference.run_internals(sym, params, {"data": data})
     np.savez_compressed(out / "gluon-io.npz", __input__data=data, **outputs)
+
+
+# ---------------------------------------------------------------- GluonCV architectures
+# Real model-zoo architectures (random init), exported as gluon does. Their weights are too
+# large to commit, so the fixture holds the symbol (gzipped), the parameter shapes and the
+# outputs of a sample of nodes for weights that reference.synthetic_params rebuilds.
+ZOO_MODELS = {"mobilenetv3_small": 64, "se_resnet18_v1": 64, "resnest14": 64,
+              "hrnet_w18_small_v1_c": 64, "fcn_resnet50_voc": 64,
+              "residualattentionnet56": 224, "nasnet_4_1056": 64, "xception": 71,
+              "darknet53": 64, "densenet121": 224}
+COMMON_OPS = {"Convolution", "BatchNorm", "Activation", "elemwise_add", "null"}
+
+
+def gluoncv_models(out: Path) -> None:
+    import gzip
+
+    from gluoncv.model_zoo import get_model
+
+    out = out / "gluoncv"
+    out.mkdir(exist_ok=True)
+    for name, size in ZOO_MODELS.items():
+        kwargs = {"pretrained_base": False} if name.startswith("fcn") else {}
+        net = get_model(name, pretrained=False, **kwargs)
+        net.initialize()
+        net.hybridize()
+        net(mx.nd.zeros((1, 3, size, size)))
+        net.export(str(out / name), epoch=0)
+        sym = mx.sym.load(str(out / f"{name}-symbol.json"))
+        loaded = mx.nd.load(str(out / f"{name}-0000.params"))
+        shapes = {k: list(v.shape) for k, v in loaded.items()}
+        params = {k: mx.nd.array(v) for k, v in reference.synthetic_params(shapes).items()}
+        data = reference.synthetic_input((1, 3, size, size))
+        outputs, _ = reference.run_internals(sym, params, {"data": data})
+        doc = json.loads((out / f"{name}-symbol.json").read_text())
+        keep = _sample_outputs(outputs, {n["name"]: n["op"] for n in doc["nodes"]})
+        np.savez_compressed(out / f"{name}-io.npz", __input_shape__=np.array(data.shape),
+                            **keep)
+        with gzip.open(out / f"{name}-symbol.json.gz", "wt") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        (out / f"{name}-shapes.json").write_text(json.dumps(shapes, indent=0))
+        (out / f"{name}-symbol.json").unlink()
+        (out / f"{name}-0000.params").unlink()
+        print("wrote gluoncv", name, len(keep), "node outputs")
+
+
+def _sample_outputs(outputs: dict[str, np.ndarray], ops: dict[str, str],
+                    budget: int = 100_000, cap: int = 40_000) -> dict[str, np.ndarray]:
+    """The head plus outputs of the rarer ops (then of every tenth node), within a budget
+    of array elements, so the fixture stays small."""
+    names = list(outputs)
+    rare = [k for k in names if ops.get(k.split(":")[0]) not in COMMON_OPS]
+    order = [names[-1]] + rare + names[::10]
+    keep: dict[str, np.ndarray] = {}
+    used = 0
+    for key in order:
+        size = outputs[key].size
+        if key in keep or size > cap or used + size > budget:
+            continue
+        keep[key] = outputs[key]
+        used += size
+    return keep
 
 
 # ---------------------------------------------------------------- older JSON forms
@@ -362,6 +528,17 @@ def main() -> None:
     old_forms(out, "conv_ops")
     old_forms(out, "resnet")
     params_fixtures(out)
+    # Nets added later use their own generator, so the older fixtures stay as committed.
+    global RNG
+    for name, build in LATER_NETS.items():
+        RNG = np.random.default_rng(sum(map(ord, name)))
+        sym, shape = build()
+        write_net(out, name, sym, shape, *random_params(sym, shape))
+        print("wrote", name)
+    if importlib.util.find_spec("gluoncv") is not None:
+        gluoncv_models(out)
+    else:
+        print("gluoncv is not installed: GluonCV architecture fixtures not rebuilt")
     print("mxnet", mx.__version__, "fixtures in", out)
 
 

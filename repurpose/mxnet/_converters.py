@@ -388,9 +388,25 @@ def _lrn(ctx: ConvertContext) -> None:
 @register_op("UpSampling")
 def _upsampling(ctx: ConvertContext) -> None:
     kind = ctx.attrs.as_str("sample_type", "nearest")
+    scale = ctx.attrs.as_int("scale")
+    if kind == "bilinear":
+        _upsampling_bilinear(ctx, scale)
+        return
     if kind != "nearest" or ctx.attrs.as_int("num_args", 1) != 1:
-        raise ctx.fail(f"only sample_type='nearest' with one input is supported (got {kind!r})")
-    ctx.emit("mxnet.upsample_nearest", {"scale": ctx.attrs.as_int("scale")})
+        raise ctx.fail(f"sample_type={kind!r} with {ctx.attrs.as_int('num_args', 1)} inputs "
+                       "is not supported (nearest with one input, or bilinear)")
+    ctx.emit("mxnet.upsample_nearest", {"scale": scale})
+
+
+def _upsampling_bilinear(ctx: ConvertContext, scale: int) -> None:
+    # MXNet runs bilinear up-sampling as a depthwise deconvolution with the given weight:
+    # kernel 2s - s % 2, stride s, padding ceil((s - 1) / 2), no bias.
+    channels = ctx.attrs.as_int("num_filter", 0) or ctx.input_shape(0)[1]
+    kernel, pad = 2 * scale - scale % 2, -(-(scale - 1) // 2)
+    ctx.emit("conv_transpose2d", {
+        "in_channels": channels, "out_channels": channels, "kernel_size": [kernel, kernel],
+        "stride": [scale, scale], "padding": [pad, pad], "groups": channels, "bias": False,
+    }, weights={"weight": ctx.param(1, "weight")})
 
 
 @register_op("Cast")

@@ -157,6 +157,19 @@ _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
     "maximum": torch.maximum, "minimum": torch.minimum, "power": torch.pow,
 }
+# MXNet's comparisons return 1.0 / 0.0 in the input's dtype
+_COMPARE = {"greater": torch.gt, "greater_equal": torch.ge, "lesser": torch.lt,
+            "lesser_equal": torch.le, "equal": torch.eq, "not_equal": torch.ne}
+
+
+def _compare(cmp: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    def fn(a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+        return cmp(a, b).to(a.dtype)
+    return fn
+
+
+for _fn, _cmp in _COMPARE.items():
+    _BINARY[_fn] = _compare(_cmp)
 
 
 @register_op("mxnet.binary")
@@ -182,6 +195,8 @@ _SCALAR = {
     "power": lambda x, c: x ** c, "rpower": lambda x, c: torch.pow(torch.full_like(x, c), x),
     "maximum": lambda x, c: torch.clamp(x, min=c), "minimum": lambda x, c: torch.clamp(x, max=c),
 }
+for _fn, _cmp in _COMPARE.items():
+    _SCALAR[_fn] = _compare(_cmp)
 
 
 @register_op("mxnet.scalar")
@@ -207,6 +222,9 @@ _UNARY = {
     "log": torch.log, "sqrt": torch.sqrt, "square": torch.square, "abs": torch.abs,
     "negative": torch.neg, "softsign": F.softsign, "softrelu": F.softplus,
     "selu": F.selu, "gelu": F.gelu, "rsqrt": torch.rsqrt, "reciprocal": torch.reciprocal,
+    "erf": torch.erf, "floor": torch.floor, "ceil": torch.ceil, "sign": torch.sign,
+    # MXNet rounds half away from zero (torch.round: half to even)
+    "round": lambda x: torch.sign(x) * torch.floor(torch.abs(x) + 0.5),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["run_internals", "main"]
+__all__ = ["run_internals", "synthetic_params", "synthetic_input", "main"]
 
 
 def _split(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -52,15 +52,10 @@ def run_internals(sym: Any, params: dict[str, Any], inputs: dict[str, np.ndarray
     aux = {n: auxs[n] if n in auxs else mx.nd.zeros(s) for n, s in zip(aux_names, aux_shapes)}
     ex = internals.bind(mx.cpu(), args=feed, aux_states=aux, grad_req="null")
     outs = ex.forward(is_train=False)
-    result: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for i, out in enumerate(outs):
-        node = internals[i].name
-        if node in feed or node in aux:
-            continue
-        k = counts.get(node, 0)
-        counts[node] = k + 1
-        result[node if k == 0 else f"{node}:{k}"] = out.asnumpy()
+    result = dict(zip(_output_names(internals), (o.asnumpy() for o in outs)))
+    for name in list(result):
+        if name in feed or name in aux:
+            del result[name]
     elapsed = 0.0
     if repeat > 0:
         head = sym.bind(mx.cpu(), args={n: feed[n] for n in sym.list_arguments()},
@@ -72,6 +67,49 @@ def run_internals(sym: Any, params: dict[str, Any], inputs: dict[str, np.ndarray
             head.forward(is_train=False)[0].wait_to_read()
         elapsed = (time.perf_counter() - start) / repeat
     return result, elapsed
+
+
+def _output_names(internals: Any) -> list[str]:
+    """Value names of ``internals``' outputs: ``n`` / ``n:k`` by node, where the k-th later
+    op node sharing a name is ``name#k`` (as the importer names it)."""
+    import json
+
+    doc = json.loads(internals.tojson())
+    seen: dict[str, int] = {}
+    names = []
+    for node in doc["nodes"]:
+        k = seen.get(node["name"], 0) if node["op"] != "null" else 0
+        if node["op"] != "null":
+            seen[node["name"]] = k + 1
+        names.append(node["name"] if k == 0 else f"{node['name']}#{k}")
+    return [names[nid] if idx == 0 else f"{names[nid]}:{idx}" for nid, idx, *_ in doc["heads"]]
+
+
+def synthetic_params(shapes: dict[str, list[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic weights for ``{"arg:name"/"aux:name": shape}``, the same in every numpy.
+
+    Used to check whole model-zoo architectures without committing their weights: the
+    fixture stores the shapes, and both mxnet (when recording) and the tests rebuild the
+    values. Variances and gammas are positive; weights are scaled by 1/sqrt(fan-in) so that
+    activations stay of order 1 through deep nets.
+    """
+    out: dict[str, np.ndarray] = {}
+    for i, (key, shape) in enumerate(sorted(shapes.items())):
+        rng = np.random.default_rng([seed, i])
+        name = key.split(":", 1)[-1]
+        if name.endswith(("var", "gamma")):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) >= 2:
+            value = rng.standard_normal(shape) / np.sqrt(max(1, int(np.prod(shape[1:]))))
+        else:
+            value = rng.uniform(-0.2, 0.2, shape)
+        out[key] = value.astype(np.float32)
+    return out
+
+
+def synthetic_input(shape: tuple[int, ...], seed: int = 7) -> np.ndarray:
+    """The deterministic input of the model-zoo fixtures (standard normal, float32)."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def main(argv: list[str]) -> int:

@@ -192,6 +192,17 @@ def _node_attrs(raw: Mapping[str, Any], name: str, op: str, source: str) -> Attr
     return Attrs(merged, name, op)
 
 
+def unique_name(name: str, seen: dict[str, int]) -> str:
+    """``name``, or ``name#k`` for the k-th later op node of the same name.
+
+    MXNet identifies nodes by position, so one name can label several nodes (a gluon block
+    called twice, like Xception's shared ReLU); layer names here must be unique.
+    """
+    k = seen.get(name, 0)
+    seen[name] = k + 1
+    return name if k == 0 else f"{name}#{k}"
+
+
 def parse_symbol(doc: Any, source: str = "<symbol>") -> Symbol:
     """Validate a decoded symbol JSON document and return a :class:`Symbol`."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("nodes"), list):
@@ -200,6 +211,7 @@ def parse_symbol(doc: Any, source: str = "<symbol>") -> Symbol:
     if not raw_nodes or len(raw_nodes) > _MAX_NODES:
         raise ModelFormatError(f"{source}: the symbol has {len(raw_nodes)} nodes")
     nodes: list[MXNode] = []
+    seen: dict[str, int] = {}
     for i, raw in enumerate(raw_nodes):
         if not isinstance(raw, Mapping) or not isinstance(raw.get("op"), str) \
                 or not isinstance(raw.get("name"), str):
@@ -215,7 +227,10 @@ def parse_symbol(doc: Any, source: str = "<symbol>") -> Symbol:
                                    "comes later; nodes must be in topological order")
         if op == "null" and inputs:
             raise ModelFormatError(f"{source}: variable node {name!r} has inputs")
-        nodes.append(MXNode(i, name, op, _node_attrs(raw, name, op, source), inputs))
+        attrs = _node_attrs(raw, name, op, source)
+        if op != "null":
+            name = unique_name(name, seen)
+        nodes.append(MXNode(i, name, op, attrs, inputs))
     heads_raw = doc.get("heads")
     if not isinstance(heads_raw, list) or not heads_raw:
         raise ModelFormatError(f"{source}: the symbol has no 'heads' (graph outputs)")

@@ -8,7 +8,8 @@ import numpy as np
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NETS = ["conv_ops", "act_ops", "pool_ops", "math_ops", "shape_ops", "head_ops", "resnet",
-        "inception", "gluon"]
+        "inception", "gluon", "zoo_ops",
+        "retinaface_like"]
 
 
 def load_io(name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
