@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from repurpose._exceptions import SurgeryError
+from repurpose._imported import ImportedModel
+from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet
 from repurpose.model_handler import _freeze, _io, _surgery
 from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
@@ -26,7 +28,6 @@ from repurpose.model_handler._extract import (
     to_numpy,
 )
 from repurpose.model_handler._layers import LayerIndex, index_layers, module_of
-from repurpose.model_handler._preprocess import Preprocess
 from repurpose.model_handler._summary import Summary, summarize
 
 __all__ = ["ModelHandler"]
@@ -428,8 +429,26 @@ class ModelHandler:
 
     # -------------------------------------------------------------- importers
     @classmethod
+    def from_imported(cls, model: ImportedModel,
+                      device: str | torch.device = "cpu") -> ModelHandler:
+        """Wrap what an importer returned: its graph, input shape and preprocessing.
+
+        Parameters
+        ----------
+        model : ImportedModel
+            From ``repurpose.caffe.import_model``, ``repurpose.mxnet.import_model`` or any
+            other importer.
+        device : str or torch.device
+            Where the network runs.
+        """
+        if not isinstance(model, ImportedModel):
+            raise TypeError(f"model must be an ImportedModel, got {type(model).__name__}")
+        return cls(model.net, model.input_shape, model.preprocess, device)
+
+    @classmethod
     def from_caffe(cls, prototxt: str | Path, weights: str | Path | None = None,
-                   mean: Any = None, **kwargs: Any) -> ModelHandler:
+                   mean: Any = None, *, device: str | torch.device = "cpu",
+                   **kwargs: Any) -> ModelHandler:
         """Import a Caffe model (see :func:`repurpose.caffe.handler_from_caffe`).
 
         Parameters
@@ -440,17 +459,21 @@ class ModelHandler:
             The ``.caffemodel``; without it the weights are freshly initialised.
         mean : optional
             A ``.binaryproto`` mean file, a mean image, or per-channel means.
+        device : str or torch.device
+            Where the network runs.
         **kwargs
-            Passed on to the importer (``input_shape``, ``channel_order``, ...).
+            Passed on to :func:`repurpose.caffe.import_model` (``input_shape``,
+            ``channel_order``, ...).
         """
-        from repurpose.caffe import handler_from_caffe
+        from repurpose.caffe._api import import_model  # lazy: caffe's public face imports us
 
-        return handler_from_caffe(prototxt, weights, mean=mean, **kwargs)
+        return cls.from_imported(import_model(prototxt, weights, mean, **kwargs), device)
 
     @classmethod
     def from_mxnet(cls, symbol_json: str | Path | Mapping[str, Any],
                    params: str | Path | Mapping[str, np.ndarray] | None = None,
-                   **kwargs: Any) -> ModelHandler:
+                   input_shape: Sequence[int] | None = None, *,
+                   device: str | torch.device = "cpu", **kwargs: Any) -> ModelHandler:
         """Import an MXNet model (see :func:`repurpose.mxnet.handler_from_mxnet`).
 
         Parameters
@@ -459,12 +482,20 @@ class ModelHandler:
             The ``*-symbol.json`` file (or its parsed content).
         params : str, Path or dict, optional
             The ``.params`` file (or a dict of arrays).
+        input_shape : sequence of int, optional
+            One input's shape without the batch axis.
+        device : str or torch.device
+            Where the network runs.
         **kwargs
-            Passed on to the importer (``input_shape``, ...).
+            Passed on to :func:`repurpose.mxnet.import_model` (``preprocess``).
         """
-        from repurpose.mxnet import handler_from_mxnet
+        from repurpose.mxnet._api import import_model  # lazy: mxnet's public face imports us
 
-        return handler_from_mxnet(symbol_json, params, **kwargs)
+        imported = import_model(symbol_json, params, input_shape=input_shape, **kwargs)
+        handler = cls.from_imported(imported, device)
+        if input_shape is not None:
+            handler.input_shape = tuple(int(d) for d in input_shape)
+        return handler
 
     @classmethod
     def from_mxnet_checkpoint(cls, prefix: str | Path, epoch: int = 0,
@@ -478,11 +509,12 @@ class ModelHandler:
         epoch : int
             The epoch number in the params file name.
         **kwargs
-            Passed on to the importer.
+            Passed on to :meth:`from_mxnet`.
         """
-        from repurpose.mxnet import handler_from_mxnet_checkpoint
+        from repurpose.mxnet._api import checkpoint_paths
 
-        return handler_from_mxnet_checkpoint(prefix, epoch, **kwargs)
+        symbol, params = checkpoint_paths(prefix, epoch)
+        return cls.from_mxnet(symbol, params, **kwargs)
 
 
 def _on_device(module: nn.Module, device: torch.device) -> nn.Module:

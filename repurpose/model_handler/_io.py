@@ -22,8 +22,8 @@ import numpy as np
 from torch import nn
 
 from repurpose._exceptions import ModelFormatError
+from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet, load_graph, save_graph
-from repurpose.model_handler._preprocess import Preprocess
 
 __all__ = ["FORMAT", "HANDLER_FILE", "write_handler", "read_handler", "is_saved_handler"]
 
