@@ -127,7 +127,7 @@ class ModelHandler:
         return summarize(self.module, self._index, self.input_shape, self.device)
 
     def _resolve(self, layers: str | Iterable[str]) -> list[str]:
-        return self._index.resolve(layers, (name for name in self._index.modules if name))
+        return self._index.resolve(layers)
 
     def _derive(self, module: nn.Module) -> ModelHandler:
         return ModelHandler(module, self.input_shape, self.preprocess, self.device)
@@ -139,7 +139,8 @@ class ModelHandler:
         Parameters
         ----------
         at : str
-            A name from :attr:`layer_names`; its output becomes the network's output.
+            A name from :attr:`layer_names`, or a container (``"layer4"``: up to and
+            including the block's last layer); its output becomes the network's output.
 
         Raises
         ------
@@ -149,8 +150,8 @@ class ModelHandler:
             Cutting there would leave a parallel branch dangling (for example inside an
             inception block); the message names the branch.
         """
-        self._index.get(at)
-        return self._carry(self._derive(_surgery.truncate(self.module, self._index, at)))
+        last = self._index.last_layer(at)
+        return self._carry(self._derive(_surgery.truncate(self.module, self._index, last)))
 
     def drop_layers_top(self, n: int = 1) -> ModelHandler:
         """Remove the last ``n`` layers (see :meth:`truncate`)."""
@@ -208,7 +209,8 @@ class ModelHandler:
         Parameters
         ----------
         layers : str or iterable of str
-            Exact layer (or container module) names, or fnmatch globs (``"layer1.*"``).
+            Exact layer names, container names (``"layer4"``: the whole block), or
+            fnmatch globs (``"layer1.*"``); never substrings.
 
         Notes
         -----
@@ -229,11 +231,10 @@ class ModelHandler:
         return handler
 
     def freeze_up_to(self, layer: str) -> ModelHandler:
-        """Freeze every layer from the input up to and including ``layer``."""
-        position = self._index.position.get(layer)
-        if position is None:
-            self._index.get(layer)  # raises with the closest matches
-        return self.freeze(self.layer_names[: int(position or 0) + 1])
+        """Freeze every layer from the input up to and including ``layer`` (for a
+        container such as ``"layer3"``, up to and including its last layer)."""
+        position = self._index.position[self._index.last_layer(layer)]
+        return self.freeze(self.layer_names[: position + 1])
 
     @property
     def frozen_layers(self) -> list[str]:
@@ -249,13 +250,17 @@ class ModelHandler:
         return out
 
     def _modules_of(self, names: Iterable[str]) -> list[nn.Module]:
-        modules = self._index.modules
+        """The modules of layers and containers (a container's own module when it has one,
+        else the modules of its layers)."""
+        index = self._index
         out = []
         for name in names:
-            if name in modules:
-                out.append(modules[name])
-            else:
-                module = module_of(self.module, self._index.get(name))
+            layer = index.get(name)
+            if layer.type == "container" and layer.kind == "module":
+                out.append(index.modules[name])
+                continue
+            for member in index.members(name):
+                module = module_of(self.module, index.by_name[member])
                 if module is not None:
                     out.append(module)
         return out
@@ -315,8 +320,8 @@ class ModelHandler:
             Inputs (N, ...); a Dataset/DataLoader of inputs or (input, label) pairs; or an
             image folder with one subfolder per class (preprocessed by ``preprocess``).
         layers : str or sequence of str
-            Layer names (or globs) from :attr:`layer_names`; container module names such
-            as ``"layer4"`` are accepted too.
+            Layer names (or globs) from :attr:`layer_names`; container names such as
+            ``"layer4"`` give the block's output.
         pooling : {"avg", "max", "flatten", None}
             How outputs with spatial axes are reduced to (N, D); ``None`` keeps them.
         batch_size : int
