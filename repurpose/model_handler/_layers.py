@@ -120,7 +120,8 @@ class LayerIndex:
         self.position = {layer.name: i for i, layer in enumerate(self.layers)}
         self.gm = gm
         self.trace_error = trace_error
-        self.is_graph = False
+        self.is_graph = False  # a GraphNet: its modules are flat, containers are name prefixes
+        self.calls_containers = True  # False when the module calls its leaves directly
 
     @property
     def names(self) -> list[str]:
@@ -139,7 +140,7 @@ class LayerIndex:
         if name in self.containers:
             members = self.containers[name]
             last = self.by_name[members[-1]] if members else None
-            if name in self.modules and not self.is_graph:
+            if name in self.modules and self.calls_containers:
                 return Layer(name, "container", "module", last.value if last else name)
             if last is not None:
                 return Layer(name, "container", last.kind, last.value)
@@ -170,6 +171,9 @@ def index_layers(module: nn.Module) -> LayerIndex:
     index = _index_layers(module)
     index.modules = dict(module.named_modules())
     index.is_graph = isinstance(module, GraphNet)
+    # a GraphNet or an fx GraphModule (what surgery returns) never calls a container module,
+    # so a container's output is read from its last layer rather than with a hook
+    index.calls_containers = not isinstance(module, GraphNet | fx.GraphModule)
     return index
 
 

@@ -64,6 +64,15 @@ def test_extract_a_container_gives_its_output(resnet, images, others):
     np.testing.assert_allclose(feats["layer1"], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_containers_of_a_cut_network_are_read_from_their_last_layer(resnet, images):
+    cut = ModelHandler(resnet).truncate("layer1")  # an fx GraphModule: blocks are not called
+    feats = cut.extract(images, ["layer1.0"], pooling=None, progress=False)
+    with torch.no_grad():
+        expected = resnet.layer1[0](resnet.stem(torch.as_tensor(images))).numpy()
+    np.testing.assert_allclose(feats["layer1.0"], expected, rtol=1e-5, atol=1e-6)
+    assert cut.freeze("layer1.1").frozen_layers == [n for n in BLOCK[6:] if "conv" in n or "bn" in n]
+
+
 def test_graph_with_qualified_names_has_containers():
     net = _dotted_graph()
     h = ModelHandler(net)
@@ -110,3 +119,20 @@ def test_meta_model_features_from_a_container(resnet):
     rep = rp.LogisticRegressionRepurposer(ModelHandler(resnet), ["layer1"], progress=False)
     assert rep.fit(X, y).predict_proba(X).shape == (20, 2)
     assert rep.n_features_in_ == 4  # layer1's 4 channels, average-pooled
+
+
+def test_random_freeze_takes_container_names(resnet):
+    rng = np.random.default_rng(0)
+    X = rng.random((16, 3, 6, 6), dtype=np.float32)
+    y = np.arange(16) % 2
+    rep = rp.RandomFreezeRepurposer(ModelHandler(resnet), num_layers_to_drop=1,
+                                    random_layers="layer1.1", fixed_layers="layer1.0",
+                                    max_epochs=1, batch_size=8, validation_fraction=0.0,
+                                    progress=False, random_state=0).fit(X, y)
+    body = rep.model_.body
+    assert not any(p.requires_grad for p in body.get_submodule("layer1.0").parameters())
+    new = body.get_submodule("layer1.1.conv1").weight.detach()
+    assert not torch.allclose(new, resnet.layer1[1].conv1.weight)  # re-initialised
+    with pytest.raises(LayerNotFoundError, match="fixed_layers entry 'layer2' not found"):
+        rp.RandomFreezeRepurposer(ModelHandler(resnet), fixed_layers="layer2",
+                                  progress=False).fit(X, y)
