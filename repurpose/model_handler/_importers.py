@@ -13,34 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from repurpose.model_handler._handler import ModelHandler
 
 __all__ = ["handler_from_caffe", "handler_from_mxnet", "handler_from_mxnet_checkpoint"]
 
 
-def handler_from_caffe(
-    prototxt: str | Path,
-    weights: str | Path | None = None,
-    mean: Any = None,
-    *,
-    input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
-    channel_order: str | None = None,
-    raw_scale: float = 255.0,
-    input_scale: float | None = None,
-    resize: int | tuple[int, int] | None = None,
-    phase: str = "TEST",
-    device: str | torch.device = "cpu",
-) -> ModelHandler:
+def handler_from_caffe(prototxt: str | Path, weights: str | Path | None = None,
+                       mean: Any = None, **kwargs: Any) -> ModelHandler:
     """Import a Caffe model with its preprocessing as a :class:`ModelHandler`.
 
     Parameters
     ----------
-    prototxt, weights, mean, input_shape, channel_order, raw_scale, input_scale, resize, phase
+    prototxt, weights, mean
         As in :func:`repurpose.caffe.import_model`.
-    device : str or torch.device
-        Where the handler runs.
+    **kwargs
+        ``device`` (where the handler runs), and the keyword arguments of
+        :func:`repurpose.caffe.import_model` (``input_shape``, ``channel_order``,
+        ``raw_scale``, ``input_scale``, ``resize``, ``phase``).
 
     Returns
     -------
@@ -48,11 +38,7 @@ def handler_from_caffe(
         Wrapping the imported :class:`~repurpose.graph.GraphNet`; layer names are the
         Caffe layer names.
     """
-    return ModelHandler.from_caffe(
-        prototxt, weights, mean, input_shape=input_shape, channel_order=channel_order,
-        raw_scale=raw_scale, input_scale=input_scale, resize=resize, phase=phase,
-        device=device,
-    )
+    return ModelHandler.from_caffe(prototxt, weights, mean, **kwargs)
 
 
 def handler_from_mxnet(symbol_json: str | Path | Mapping[str, Any],
@@ -77,19 +63,8 @@ def handler_from_mxnet(symbol_json: str | Path | Mapping[str, Any],
 
 def handler_from_mxnet_checkpoint(prefix: str | Path, epoch: int = 0,
                                   **kwargs: Any) -> ModelHandler:
-    """Import ``prefix-symbol.json`` + ``prefix-%04d.params`` (Xfer / ``save_checkpoint``).
+    """Import an MXNet checkpoint as a :class:`ModelHandler`.
 
-    Parameters
-    ----------
-    prefix : str or Path
-        Checkpoint prefix, e.g. ``"models/resnet-18"``.
-    epoch : int
-        Epoch number in the params file name.
-    **kwargs
-        Passed to :func:`handler_from_mxnet`.
-
-    Returns
-    -------
-    ModelHandler
+    Arguments as in :func:`repurpose.mxnet.import_checkpoint`, plus ``device``.
     """
     return ModelHandler.from_mxnet_checkpoint(prefix, epoch, **kwargs)
