@@ -497,10 +497,9 @@ class ModelHandler:
         from repurpose.mxnet._api import import_model  # lazy: mxnet's public face imports us
 
         imported = import_model(symbol_json, params, input_shape=input_shape, **kwargs)
-        handler = cls.from_imported(imported, device)
-        if input_shape is not None:
-            handler.input_shape = tuple(int(d) for d in input_shape)
-        return handler
+        if input_shape is None:
+            return cls.from_imported(imported, device)
+        return cls(imported.net, input_shape, imported.preprocess, device)
 
     @classmethod
     def from_mxnet_checkpoint(cls, prefix: str | Path, epoch: int = 0,

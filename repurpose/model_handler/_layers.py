@@ -21,7 +21,7 @@ from repurpose._exceptions import LayerNotFoundError
 from repurpose.graph import GraphNet
 from repurpose.model_handler._match import containers_of, not_found, select
 
-__all__ = ["Layer", "LayerIndex", "index_layers", "trace", "not_found"]
+__all__ = ["Layer", "LayerIndex", "index_layers", "trace"]
 
 _SUFFIX = re.compile(r"^(.*)_(\d+)$")
 NAME_KEY = "repurpose_layer"  # fx node.meta key holding the layer name
