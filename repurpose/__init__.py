@@ -6,7 +6,6 @@
 """
 
 from repurpose import caffe, datasets, graph, metrics, mxnet, plot
-from repurpose._calibration import TemperatureScaledRepurposer, calibrate
 from repurpose._exceptions import (
     LayerNotFoundError,
     ModelFormatError,
@@ -16,8 +15,10 @@ from repurpose._exceptions import (
     UnsafeFileError,
     UnsupportedLayerError,
 )
+from repurpose._imported import ImportedModel
+from repurpose._preprocess import Preprocess
 from repurpose._version import __version__
-from repurpose.model_handler import ModelHandler, Preprocess
+from repurpose.model_handler import ModelHandler
 from repurpose.repurposers import (
     BNNRepurposer,
     EnsembleRepurposer,
@@ -30,6 +31,8 @@ from repurpose.repurposers import (
     RandomFreezeRepurposer,
     Repurposer,
     SVMRepurposer,
+    TemperatureScaledRepurposer,
+    calibrate,
     list_repurposers,
     load,
     register_repurposer,
@@ -40,6 +43,7 @@ __all__ = [
     # the network
     "ModelHandler",
     "Preprocess",
+    "ImportedModel",
     # repurposers
     "Repurposer",
     "MetaModelRepurposer",

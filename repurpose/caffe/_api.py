@@ -1,4 +1,8 @@
-"""``handler_from_caffe``: a Caffe model as a :class:`repurpose.ModelHandler`."""
+"""``import_model``: a Caffe model as a graph plus its preprocessing.
+
+The handler-returning :func:`repurpose.caffe.handler_from_caffe` is built on this one in
+``repurpose.model_handler`` (importers never import the handler).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from repurpose._imported import ImportedModel
 from repurpose.caffe import _convert, _parse, _preprocess
 
-__all__ = ["handler_from_caffe"]
+__all__ = ["import_model"]
 
 
-def handler_from_caffe(
+def import_model(
     prototxt: str | Path,
     weights: str | Path | None = None,
     mean: Any = None,
@@ -24,9 +27,8 @@ def handler_from_caffe(
     input_scale: float | None = None,
     resize: int | tuple[int, int] | None = None,
     phase: str = "TEST",
-    device: str | torch.device = "cpu",
-) -> Any:
-    """Import a Caffe model with its preprocessing as a :class:`repurpose.ModelHandler`.
+) -> ImportedModel:
+    """Import a Caffe model with its preprocessing.
 
     Parameters
     ----------
@@ -49,17 +51,15 @@ def handler_from_caffe(
         Resize before the centre crop to the input size; default the mean image's size.
     phase : {"TEST", "TRAIN"}
         Phase for include/exclude rules.
-    device : str or torch.device
-        Where the handler runs.
 
     Returns
     -------
-    ModelHandler
-        Wrapping the imported :class:`~repurpose.graph.GraphNet`; layer names are the
-        Caffe layer names.
+    ImportedModel
+        The :class:`~repurpose.graph.GraphNet` (layer names are the Caffe layer names) and,
+        for image inputs, its :class:`~repurpose.Preprocess`. Wrap it with
+        :meth:`repurpose.ModelHandler.from_imported`, or use
+        :func:`repurpose.caffe.handler_from_caffe` to do both.
     """
-    from repurpose.model_handler import ModelHandler
-
     spec = _parse.read_prototxt(prototxt, phase=phase)
     blobs = None
     if weights is not None:
@@ -73,4 +73,4 @@ def handler_from_caffe(
             spec, shape, mean, channel_order=channel_order, raw_scale=raw_scale,
             input_scale=input_scale, resize=resize,
         )
-    return ModelHandler(net, input_shape=shape[1:], preprocess=pre, device=device)
+    return ImportedModel(net, pre)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from repurpose._exceptions import ModelFormatError
+from repurpose._preprocess import Preprocess
 from repurpose.caffe import _parse
 
 __all__ = ["load_mean", "caffe_preprocess", "transform_param_of"]
@@ -84,7 +85,7 @@ def caffe_preprocess(
     raw_scale: float = 255.0,
     input_scale: float | None = None,
     resize: int | tuple[int, int] | None = None,
-) -> Any:
+) -> Preprocess:
     """The :class:`repurpose.Preprocess` matching a Caffe net.
 
     Defaults follow Caffe's ``classify.py``: BGR order for 3-channel input, ``raw_scale``
@@ -92,8 +93,6 @@ def caffe_preprocess(
     ``transform_param.scale`` when present). A mean image larger than the input is
     centre-cropped (resize to the mean's size, then crop to the input size).
     """
-    from repurpose.model_handler import Preprocess
-
     channels, height, width = (list(input_shape) + [1, 1, 1])[1:4]
     if channel_order is None:
         channel_order = "BGR" if channels == 3 else "RGB"

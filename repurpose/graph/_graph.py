@@ -19,7 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from repurpose._exceptions import LayerNotFoundError, ModelFormatError, UnsupportedLayerError
+from repurpose._exceptions import (
+    LayerNotFoundError,
+    ModelFormatError,
+    RepurposeError,
+    UnsupportedLayerError,
+)
+from repurpose._header import check_header, header, read_document
 from repurpose._validation import check_choice
 
 __all__ = [
@@ -92,6 +98,19 @@ def build_op(op: str, attrs: Mapping[str, Any]) -> nn.Module:
             "Register it with repurpose.graph.register_op."
         ) from None
     return factory(**dict(attrs))
+
+
+def build_node(node: Node) -> nn.Module:
+    """Build the module of ``node``; attributes that do not fit its op are a format error."""
+    try:
+        return build_op(node.op, node.attrs)
+    except (TypeError, ValueError, RuntimeError) as err:
+        if isinstance(err, RepurposeError):
+            raise
+        raise ModelFormatError(
+            f"layer {node.name!r}: cannot build graph op {node.op!r} from attrs "
+            f"{node.attrs}: {err}"
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -184,7 +203,7 @@ class GraphNet(nn.Module):
         }
         self._producer = self._validate()
         for node in self.nodes:
-            self.add_module(module_name(node.name), build_op(node.op, node.attrs))
+            self.add_module(module_name(node.name), build_node(node))
 
     def _validate(self) -> dict[str, int]:
         producer: dict[str, int] = {}
@@ -294,8 +313,7 @@ class GraphNet(nn.Module):
     def config(self) -> dict[str, Any]:
         """The JSON-serialisable description of the graph (everything but the weights)."""
         return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            **header(FORMAT_NAME, FORMAT_VERSION),
             "inputs": self.input_names,
             "outputs": self.output_names,
             "input_shapes": self.input_shapes,
@@ -306,21 +324,15 @@ class GraphNet(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> GraphNet:
         """Rebuild a net (with freshly initialised weights) from :meth:`config`."""
-        if config.get("format") != FORMAT_NAME:
-            raise ModelFormatError(
-                f"not a {FORMAT_NAME} document (format={config.get('format')!r})"
-            )
-        if int(config.get("format_version", 0)) > FORMAT_VERSION:
-            raise ModelFormatError(
-                f"graph format version {config['format_version']} is newer than this "
-                f"library supports ({FORMAT_VERSION}); upgrade repurpose"
-            )
+        config = check_header(config, FORMAT_NAME, FORMAT_VERSION, "the graph document")
         try:
             nodes = [Node.from_json(n) for n in config["nodes"]]
             return cls(nodes, config["inputs"], config["outputs"], config.get("input_shapes"),
                        layout=config.get("layout", "contiguous"))
         except KeyError as err:
             raise ModelFormatError(f"graph document lacks the key {err}") from err
+        except TypeError as err:
+            raise ModelFormatError(f"graph document is malformed: {err}") from err
 
 
 def save_graph(net: GraphNet, directory: str | Path) -> Path:
@@ -340,12 +352,8 @@ def load_graph(directory: str | Path) -> GraphNet:
     from safetensors.torch import load_file
 
     path = Path(directory)
-    try:
-        config = json.loads((path / CONFIG_FILE).read_text())
-    except FileNotFoundError as err:
-        raise ModelFormatError(f"{path} has no {CONFIG_FILE}; is it a saved graph?") from err
-    except json.JSONDecodeError as err:
-        raise ModelFormatError(f"{path / CONFIG_FILE} is not valid JSON: {err}") from err
+    config = read_document(path / CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION,
+                           "is it a directory written by repurpose.graph.save_graph?")
     net = GraphNet.from_config(config)
     try:
         state = load_file(str(path / WEIGHTS_FILE))

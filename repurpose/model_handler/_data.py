@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from repurpose.model_handler._preprocess import Preprocess
+from repurpose._preprocess import Preprocess
 
 __all__ = ["ImageFolder", "as_batches", "num_batches", "num_samples", "IMAGE_SUFFIXES"]
 

@@ -56,7 +56,7 @@ class Runner:
         self._call: Callable[[torch.Tensor], dict[str, Any]]
         if isinstance(module, GraphNet):
             self._call = self._graph_call(module, index)
-        elif all(index.get(n, modules).kind == "module" for n in self.names):
+        elif all(index.get(n).kind == "module" for n in self.names):
             self._call = self._hook_call({n: modules[n] for n in self.names})
         else:
             if index.gm is None:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from repurpose._exceptions import SurgeryError
+from repurpose._imported import ImportedModel
+from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet
 from repurpose.model_handler import _freeze, _io, _surgery
 from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
@@ -26,7 +28,6 @@ from repurpose.model_handler._extract import (
     to_numpy,
 )
 from repurpose.model_handler._layers import LayerIndex, index_layers, module_of
-from repurpose.model_handler._preprocess import Preprocess
 from repurpose.model_handler._summary import Summary, summarize
 
 __all__ = ["ModelHandler"]
@@ -126,7 +127,7 @@ class ModelHandler:
         return summarize(self.module, self._index, self.input_shape, self.device)
 
     def _resolve(self, layers: str | Iterable[str]) -> list[str]:
-        return self._index.resolve(layers, (name for name in self._index.modules if name))
+        return self._index.resolve(layers)
 
     def _derive(self, module: nn.Module) -> ModelHandler:
         return ModelHandler(module, self.input_shape, self.preprocess, self.device)
@@ -138,7 +139,8 @@ class ModelHandler:
         Parameters
         ----------
         at : str
-            A name from :attr:`layer_names`; its output becomes the network's output.
+            A name from :attr:`layer_names`, or a container (``"layer4"``: up to and
+            including the block's last layer); its output becomes the network's output.
 
         Raises
         ------
@@ -148,8 +150,8 @@ class ModelHandler:
             Cutting there would leave a parallel branch dangling (for example inside an
             inception block); the message names the branch.
         """
-        self._index.get(at)
-        return self._carry(self._derive(_surgery.truncate(self.module, self._index, at)))
+        last = self._index.last_layer(at)
+        return self._carry(self._derive(_surgery.truncate(self.module, self._index, last)))
 
     def drop_layers_top(self, n: int = 1) -> ModelHandler:
         """Remove the last ``n`` layers (see :meth:`truncate`)."""
@@ -207,7 +209,8 @@ class ModelHandler:
         Parameters
         ----------
         layers : str or iterable of str
-            Exact layer (or container module) names, or fnmatch globs (``"layer1.*"``).
+            Exact layer names, container names (``"layer4"``: the whole block), or
+            fnmatch globs (``"layer1.*"``); never substrings.
 
         Notes
         -----
@@ -228,11 +231,10 @@ class ModelHandler:
         return handler
 
     def freeze_up_to(self, layer: str) -> ModelHandler:
-        """Freeze every layer from the input up to and including ``layer``."""
-        position = self._index.position.get(layer)
-        if position is None:
-            self._index.get(layer)  # raises with the closest matches
-        return self.freeze(self.layer_names[: int(position or 0) + 1])
+        """Freeze every layer from the input up to and including ``layer`` (for a
+        container such as ``"layer3"``, up to and including its last layer)."""
+        position = self._index.position[self._index.last_layer(layer)]
+        return self.freeze(self.layer_names[: position + 1])
 
     @property
     def frozen_layers(self) -> list[str]:
@@ -248,13 +250,17 @@ class ModelHandler:
         return out
 
     def _modules_of(self, names: Iterable[str]) -> list[nn.Module]:
-        modules = self._index.modules
+        """The modules of layers and containers (a container's own module when it has one,
+        else the modules of its layers)."""
+        index = self._index
         out = []
         for name in names:
-            if name in modules:
-                out.append(modules[name])
-            else:
-                module = module_of(self.module, self._index.get(name))
+            layer = index.get(name)
+            if layer.type == "container" and layer.kind == "module":
+                out.append(index.modules[name])
+                continue
+            for member in index.members(name):
+                module = module_of(self.module, index.by_name[member])
                 if module is not None:
                     out.append(module)
         return out
@@ -314,8 +320,8 @@ class ModelHandler:
             Inputs (N, ...); a Dataset/DataLoader of inputs or (input, label) pairs; or an
             image folder with one subfolder per class (preprocessed by ``preprocess``).
         layers : str or sequence of str
-            Layer names (or globs) from :attr:`layer_names`; container module names such
-            as ``"layer4"`` are accepted too.
+            Layer names (or globs) from :attr:`layer_names`; container names such as
+            ``"layer4"`` give the block's output.
         pooling : {"avg", "max", "flatten", None}
             How outputs with spatial axes are reduced to (N, D); ``None`` keeps them.
         batch_size : int
@@ -428,8 +434,26 @@ class ModelHandler:
 
     # -------------------------------------------------------------- importers
     @classmethod
+    def from_imported(cls, model: ImportedModel,
+                      device: str | torch.device = "cpu") -> ModelHandler:
+        """Wrap what an importer returned: its graph, input shape and preprocessing.
+
+        Parameters
+        ----------
+        model : ImportedModel
+            From ``repurpose.caffe.import_model``, ``repurpose.mxnet.import_model`` or any
+            other importer.
+        device : str or torch.device
+            Where the network runs.
+        """
+        if not isinstance(model, ImportedModel):
+            raise TypeError(f"model must be an ImportedModel, got {type(model).__name__}")
+        return cls(model.net, model.input_shape, model.preprocess, device)
+
+    @classmethod
     def from_caffe(cls, prototxt: str | Path, weights: str | Path | None = None,
-                   mean: Any = None, **kwargs: Any) -> ModelHandler:
+                   mean: Any = None, *, device: str | torch.device = "cpu",
+                   **kwargs: Any) -> ModelHandler:
         """Import a Caffe model (see :func:`repurpose.caffe.handler_from_caffe`).
 
         Parameters
@@ -440,17 +464,21 @@ class ModelHandler:
             The ``.caffemodel``; without it the weights are freshly initialised.
         mean : optional
             A ``.binaryproto`` mean file, a mean image, or per-channel means.
+        device : str or torch.device
+            Where the network runs.
         **kwargs
-            Passed on to the importer (``input_shape``, ``channel_order``, ...).
+            Passed on to :func:`repurpose.caffe.import_model` (``input_shape``,
+            ``channel_order``, ...).
         """
-        from repurpose.caffe import handler_from_caffe
+        from repurpose.caffe._api import import_model  # lazy: caffe's public face imports us
 
-        return handler_from_caffe(prototxt, weights, mean=mean, **kwargs)
+        return cls.from_imported(import_model(prototxt, weights, mean, **kwargs), device)
 
     @classmethod
     def from_mxnet(cls, symbol_json: str | Path | Mapping[str, Any],
                    params: str | Path | Mapping[str, np.ndarray] | None = None,
-                   **kwargs: Any) -> ModelHandler:
+                   input_shape: Sequence[int] | None = None, *,
+                   device: str | torch.device = "cpu", **kwargs: Any) -> ModelHandler:
         """Import an MXNet model (see :func:`repurpose.mxnet.handler_from_mxnet`).
 
         Parameters
@@ -459,12 +487,19 @@ class ModelHandler:
             The ``*-symbol.json`` file (or its parsed content).
         params : str, Path or dict, optional
             The ``.params`` file (or a dict of arrays).
+        input_shape : sequence of int, optional
+            One input's shape without the batch axis.
+        device : str or torch.device
+            Where the network runs.
         **kwargs
-            Passed on to the importer (``input_shape``, ...).
+            Passed on to :func:`repurpose.mxnet.import_model` (``preprocess``).
         """
-        from repurpose.mxnet import handler_from_mxnet
+        from repurpose.mxnet._api import import_model  # lazy: mxnet's public face imports us
 
-        return handler_from_mxnet(symbol_json, params, **kwargs)
+        imported = import_model(symbol_json, params, input_shape=input_shape, **kwargs)
+        if input_shape is None:
+            return cls.from_imported(imported, device)
+        return cls(imported.net, input_shape, imported.preprocess, device)
 
     @classmethod
     def from_mxnet_checkpoint(cls, prefix: str | Path, epoch: int = 0,
@@ -478,11 +513,12 @@ class ModelHandler:
         epoch : int
             The epoch number in the params file name.
         **kwargs
-            Passed on to the importer.
+            Passed on to :meth:`from_mxnet`.
         """
-        from repurpose.mxnet import handler_from_mxnet_checkpoint
+        from repurpose.mxnet._api import checkpoint_paths
 
-        return handler_from_mxnet_checkpoint(prefix, epoch, **kwargs)
+        symbol, params = checkpoint_paths(prefix, epoch)
+        return cls.from_mxnet(symbol, params, **kwargs)
 
 
 def _on_device(module: nn.Module, device: torch.device) -> nn.Module:

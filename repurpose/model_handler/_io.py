@@ -22,8 +22,9 @@ import numpy as np
 from torch import nn
 
 from repurpose._exceptions import ModelFormatError
+from repurpose._header import header, read_document
+from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet, load_graph, save_graph
-from repurpose.model_handler._preprocess import Preprocess
 
 __all__ = ["FORMAT", "HANDLER_FILE", "write_handler", "read_handler", "is_saved_handler"]
 
@@ -49,7 +50,7 @@ def write_handler(path: str | os.PathLike[str], module: nn.Module, meta: dict[st
     if target.exists() and not target.is_dir():
         raise ValueError(f"cannot save to {str(target)!r}: it exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "preprocess": None}
+    doc = {**header(FORMAT, FORMAT_VERSION), **meta, "preprocess": None}
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
         stage = Path(tmp)
         if isinstance(module, GraphNet):
@@ -92,24 +93,8 @@ def read_handler(path: str | os.PathLike[str], module: nn.Module | None
 
 
 def _read_doc(root: Path) -> dict[str, Any]:
-    file = root / HANDLER_FILE
-    try:
-        doc = json.loads(file.read_text())
-    except FileNotFoundError as err:
-        raise ModelFormatError(
-            f"{str(root)!r} has no {HANDLER_FILE}; is it a directory written by "
-            "ModelHandler.save?"
-        ) from err
-    except json.JSONDecodeError as err:
-        raise ModelFormatError(f"{file} is not valid JSON: {err}") from err
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelFormatError(f"{file} is not a {FORMAT} document")
-    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{file} has format version {doc['format_version']}, newer than this library "
-            f"reads ({FORMAT_VERSION}); upgrade repurpose"
-        )
-    return doc
+    return read_document(root / HANDLER_FILE, FORMAT, FORMAT_VERSION,
+                         "is it a directory written by ModelHandler.save?")
 
 
 def _load_weights(module: nn.Module, file: Path) -> None:

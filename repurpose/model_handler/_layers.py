@@ -9,17 +9,17 @@ Modules with no children, and the standard ``torch.nn`` layers, are not traced i
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from torch import fx, nn
 
 from repurpose._exceptions import LayerNotFoundError
 from repurpose.graph import GraphNet
+from repurpose.model_handler._match import containers_of, not_found, select
 
 __all__ = ["Layer", "LayerIndex", "index_layers", "trace"]
 
@@ -105,7 +105,11 @@ def trace(module: nn.Module) -> tuple[fx.GraphModule, dict[str, str]]:
 
 
 class LayerIndex:
-    """The ordered layers of a module, plus the fx trace when one exists."""
+    """The ordered layers of a module, plus the fx trace when one exists.
+
+    Names are resolved by the one matcher (:mod:`repurpose.model_handler._match`): a
+    container name (``"layer4"``) stands for its whole block.
+    """
 
     def __init__(self, layers: Sequence[Layer], gm: fx.GraphModule | None,
                  trace_error: str | None = None,
@@ -116,55 +120,60 @@ class LayerIndex:
         self.position = {layer.name: i for i, layer in enumerate(self.layers)}
         self.gm = gm
         self.trace_error = trace_error
+        self.is_graph = False  # a GraphNet: its modules are flat, containers are name prefixes
+        self.calls_containers = True  # False when the module calls its leaves directly
 
     @property
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
-    def get(self, name: str, modules: Collection[str] = ()) -> Layer:
-        """The layer called ``name``; container modules listed in ``modules`` are accepted too."""
+    @cached_property
+    def containers(self) -> dict[str, list[str]]:
+        """``{container name: its layers in order}``."""
+        return containers_of(self.names, () if self.is_graph else self.modules)
+
+    def get(self, name: str) -> Layer:
+        """The layer called ``name``; a container is returned as a layer computing the
+        block's output (its module, or else its last layer's value)."""
         if name in self.by_name:
             return self.by_name[name]
-        if name in modules:
-            return Layer(name, "container", "module", name)
-        raise not_found(name, self.names)
+        if name in self.containers:
+            members = self.containers[name]
+            last = self.by_name[members[-1]] if members else None
+            if name in self.modules and self.calls_containers:
+                return Layer(name, "container", "module", last.value if last else name)
+            if last is not None:
+                return Layer(name, "container", last.kind, last.value)
+        raise not_found(name, [*self.names, *self.containers])
 
-    def resolve(self, patterns: str | Iterable[str], modules: Iterable[str] = ()) -> list[str]:
-        """Expand exact names and fnmatch globs into layer names, in execution order."""
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        module_names = set(modules)
-        found: list[str] = []
-        for pattern in patterns:
-            if not isinstance(pattern, str):
-                raise TypeError(f"layer names must be strings, got {pattern!r}")
-            if pattern in self.by_name or pattern in module_names:
-                matched = [pattern]
-            elif any(c in pattern for c in "*?["):
-                matched = fnmatch.filter(self.names, pattern)
-                if not matched:
-                    raise LayerNotFoundError(
-                        f"pattern {pattern!r} matches no layer; see ModelHandler.layer_names"
-                    )
-            else:
-                raise not_found(pattern, self.names)
-            found.extend(m for m in matched if m not in found)
-        return found
+    def members(self, name: str) -> list[str]:
+        """The layers a layer or container name stands for, in execution order."""
+        self.get(name)
+        return list(self.containers.get(name, [name]))
 
+    def last_layer(self, name: str) -> str:
+        """``name`` itself for a layer; a container's last layer (its output)."""
+        members = self.members(name)
+        if not members:
+            raise LayerNotFoundError(
+                f"container {name!r} holds no layer that runs in the forward pass; "
+                "see ModelHandler.layer_names"
+            )
+        return members[-1]
 
-def not_found(name: str, names: Sequence[str]) -> LayerNotFoundError:
-    """A LayerNotFoundError naming ``name`` and its closest matches."""
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else f"{len(names)} layers exist"
-    return LayerNotFoundError(
-        f"layer {name!r} not found; {hint}. See ModelHandler.layer_names"
-    )
+    def resolve(self, patterns: str | Iterable[str]) -> list[str]:
+        """Expand exact names, container names and fnmatch globs, in the order asked."""
+        return select(patterns, self.names, self.containers)
 
 
 def index_layers(module: nn.Module) -> LayerIndex:
     """List the layers of ``module`` in execution order."""
     index = _index_layers(module)
     index.modules = dict(module.named_modules())
+    index.is_graph = isinstance(module, GraphNet)
+    # a GraphNet or an fx GraphModule (what surgery returns) never calls a container module,
+    # so a container's output is read from its last layer rather than with a hook
+    index.calls_containers = not isinstance(module, GraphNet | fx.GraphModule)
     return index
 
 

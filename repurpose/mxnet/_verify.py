@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from repurpose._exceptions import ModelFormatError, RepurposeError
 from repurpose.graph import GraphNet
 from repurpose.mxnet._convert import load_net
 
-__all__ = ["verify", "VerifyReport", "NodeDiff", "REFERENCE_SCRIPT"]
+__all__ = ["verify", "VerifyReport", "NodeDiff", "REFERENCE_SCRIPT", "mxnet_version"]
 
 REFERENCE_SCRIPT = Path(__file__).with_name("_reference.py")
 NO_MXNET = (
@@ -67,8 +68,30 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _mxnet_importable() -> bool:
-    return importlib.util.find_spec("mxnet") is not None
+_PROBE = "import sys, mxnet; v = mxnet.__version__; assert isinstance(v, str); sys.stdout.write(v)"
+
+
+def mxnet_version(python: str | Path | None = None) -> str | None:
+    """The version of the real mxnet that ``python`` (default: this one) imports, or None.
+
+    Any folder called ``mxnet`` on the path (a test directory, a checkout) is found by
+    ``importlib.util.find_spec``, so that is only a first filter (a folder without
+    ``__init__.py`` is never mxnet). The answer comes from importing mxnet in a fresh
+    interpreter, run outside the current directory: it must load (with its native
+    library) and have a ``__version__``.
+    """
+    if python is None:
+        spec = importlib.util.find_spec("mxnet")
+        if spec is None or spec.origin in (None, "namespace"):
+            return None
+        python = sys.executable
+    try:
+        proc = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,
+                              timeout=300, cwd=tempfile.gettempdir())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    version = proc.stdout.strip()
+    return version if proc.returncode == 0 and version else None
 
 
 def _run_reference(symbol: Path, params: Path | None, inputs: Mapping[str, np.ndarray],
@@ -76,13 +99,8 @@ def _run_reference(symbol: Path, params: Path | None, inputs: Mapping[str, np.nd
     with tempfile.TemporaryDirectory() as tmp:
         in_path, out_path = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
         np.savez(in_path, **inputs)  # type: ignore[arg-type]
-        python = str(mxnet_python) if mxnet_python is not None else None
-        if python is None:
-            if not _mxnet_importable():
-                raise RepurposeError(NO_MXNET)
-            import sys
-
-            python = sys.executable
+        # verify() checked that this python has mxnet when no other one is given
+        python = str(mxnet_python) if mxnet_python is not None else sys.executable
         if not Path(python).exists():
             raise RepurposeError(f"--mxnet-python {python!r} does not exist")
         cmd = [python, str(REFERENCE_SCRIPT), str(symbol), str(params or "-"), str(in_path),
@@ -143,7 +161,7 @@ def verify(symbol_json: str | Path, params: str | Path | None = None,
     RepurposeError
         When there is nothing to compare with (no mxnet, no reference) or mxnet fails.
     """
-    if reference is None and mxnet_python is None and not _mxnet_importable():
+    if reference is None and mxnet_python is None and mxnet_version() is None:
         raise RepurposeError(NO_MXNET)
     if reference is None and mxnet_python is not None and not Path(mxnet_python).exists():
         raise RepurposeError(f"--mxnet-python {str(mxnet_python)!r} does not exist")

@@ -5,6 +5,7 @@ See :mod:`repurpose.repurposers._base` for the hooks a custom repurposer impleme
 
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
 from repurpose.repurposers._bnn import BNNRepurposer
+from repurpose.repurposers._calibration import TemperatureScaledRepurposer, calibrate
 from repurpose.repurposers._ensemble import EnsembleRepurposer
 from repurpose.repurposers._finetune import FineTuneRepurposer
 from repurpose.repurposers._gated import GatedRepurposer
@@ -42,4 +43,6 @@ __all__ = [
     "EnsembleRepurposer",
     "GPRepurposer",
     "BNNRepurposer",
+    "TemperatureScaledRepurposer",
+    "calibrate",
 ]

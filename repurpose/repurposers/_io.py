@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from repurpose._exceptions import ModelFormatError, RepurposeError, UnsafeFileError
+from repurpose._header import header, read_document
 from repurpose._version import __version__
 from repurpose.repurposers._base import Repurposer
 from repurpose.repurposers._registry import get_repurposer_class
@@ -172,8 +173,7 @@ def _write(rep: Repurposer, name: str, out: Path, include_handler: bool) -> None
     base_meta, base_arrays = rep._base_state()
     meta, arrays = rep._get_state()
     config = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        **header(FORMAT_NAME, FORMAT_VERSION),
         "library_version": __version__,
         "class": name,
         "params": _to_json(rep._params_to_json(), "a parameter"),
@@ -312,22 +312,10 @@ def _load_dir(path: Path, handler: Any) -> Repurposer:
 
 def _read_config(path: Path) -> dict[str, Any]:
     file = path / CONFIG_FILE
-    if not file.is_file():
-        raise ModelFormatError(
-            f"{str(path)!r} is not a saved repurposer: it has no {CONFIG_FILE}"
-        )
-    _refuse_pickle(file)
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFormatError(f"{str(file)!r} is not valid JSON: {err}") from err
-    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        raise ModelFormatError(f"{str(file)!r} is not a {FORMAT_NAME} config")
-    if int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ModelFormatError(
-            f"{str(file)!r} has format version {config['format_version']}; this library "
-            f"({__version__}) reads up to {FORMAT_VERSION}. Upgrade repurpose"
-        )
+    if file.is_file():
+        _refuse_pickle(file)
+    config = read_document(file, FORMAT_NAME, FORMAT_VERSION,
+                           "it is not a saved repurposer (write one with Repurposer.save)")
     missing = [k for k in ("class", "params", "classes", "base_state", "state") if k not in config]
     if missing:
         raise ModelFormatError(f"{str(file)!r} lacks the field(s) {missing}")

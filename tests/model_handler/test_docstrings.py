@@ -4,10 +4,12 @@ import doctest
 
 import pytest
 
-from repurpose.model_handler import _data, _handler, _preprocess
+from repurpose import _imported, _preprocess
+from repurpose.model_handler import _data, _handler
 
 
-@pytest.mark.parametrize("module", [_data, _handler, _preprocess], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [_data, _handler, _preprocess, _imported],
+                         ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -64,3 +64,24 @@ def test_frozen_plain_module_save_load(tmp_path, chain):
     back = ModelHandler.load(tmp_path / "c", module=fresh)
     assert back.frozen_layers == ["0", "1"]
     assert not back.module[1].weight.requires_grad
+
+
+def test_repurposers_share_the_handlers_freezer_and_matcher():
+    from repurpose.model_handler import _freeze, _match
+    from repurpose.repurposers import _freezing
+
+    assert _freezing.freeze_modules is _freeze.freeze_modules
+    assert _freezing.frozen_norm_layers is _freeze.frozen_norm_layers
+    assert _freezing.match_layers is _match.match_layers
+
+
+def test_a_norm_frozen_for_a_repurposer_stays_frozen_after_train(chain):
+    from repurpose.repurposers._freezing import freeze_modules, frozen_norm_layers
+
+    norms = freeze_modules([chain[0], chain[1]])
+    assert norms == [chain[1]] and frozen_norm_layers(chain) == [chain[1]]
+    before = chain[1].running_mean.clone()
+    chain.train()
+    chain(torch.randn(4, 3, 6, 6) * 5)
+    assert torch.equal(chain[1].running_mean, before)  # the pre-hook kept it in eval mode
+    assert ModelHandler(chain).frozen_layers == ["0", "1"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from mx_helpers import FIXTURES
 
 import repurpose as rp
 from repurpose.cli import cli
+from repurpose.mxnet._verify import mxnet_version
 
 SYM, PARAMS = str(FIXTURES / "resnet-symbol.json"), str(FIXTURES / "resnet-0000.params")
 MXNET_PYTHON = Path(__file__).resolve().parents[2] / ".venv-mxnet" / "bin" / "python"
@@ -37,11 +37,32 @@ def test_convert_reports_bad_files_in_one_line(tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mxnet") is not None, reason="mxnet importable")
-def test_verify_says_clearly_when_mxnet_is_missing() -> None:
+# tests/mxnet/ itself is a folder called "mxnet" on sys.path: it must not pass for mxnet.
+HAS_MXNET = mxnet_version() is not None
+
+
+@pytest.mark.skipif(HAS_MXNET, reason="a real mxnet is importable here")
+@pytest.mark.parametrize("fake", [None, "folder", "package"])
+def test_verify_says_clearly_when_mxnet_is_missing(fake, tmp_path, monkeypatch) -> None:
+    if fake is not None:  # a folder called mxnet (no __init__.py), or a package without mxnet
+        (tmp_path / "mxnet").mkdir()
+        if fake == "package":
+            (tmp_path / "mxnet" / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(tmp_path))
     result = CliRunner().invoke(cli, ["verify", "mxnet", SYM, PARAMS])
     assert result.exit_code == 2
     assert "mxnet is not importable" in result.output and "--mxnet-python" in result.output
+
+
+def test_mxnet_version_imports_the_package_in_a_fresh_python(tmp_path, monkeypatch) -> None:
+    (tmp_path / "mxnet").mkdir()
+    assert mxnet_version(tmp_path / "no-such-python") is None
+    (tmp_path / "mxnet" / "__init__.py").write_text("__version__ = '1.9.1'\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # seen by the fresh interpreter
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert mxnet_version() == "1.9.1"
+    (tmp_path / "mxnet" / "__init__.py").write_text("raise ImportError('libmxnet.so')\n")
+    assert mxnet_version() is None
 
 
 def test_verify_against_recorded_outputs() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 import repurpose as rp
 from repurpose import metrics
-from repurpose._calibration import apply_temperature, fit_temperature
+from repurpose.repurposers._calibration import apply_temperature, fit_temperature
 from repurpose.testing import tiny_problem
 
 
