@@ -17,7 +17,7 @@ from repurpose._exceptions import (
     UnsupportedLayerError,
 )
 from repurpose._version import __version__
-from repurpose.model_handler import ModelHandler, Preprocess
+from repurpose.model_handler import ModelHandler, Preprocess, merge_features
 from repurpose.repurposers import (
     BNNRepurposer,
     EnsembleRepurposer,
@@ -40,6 +40,7 @@ __all__ = [
     # the network
     "ModelHandler",
     "Preprocess",
+    "merge_features",
     # repurposers
     "Repurposer",
     "MetaModelRepurposer",
