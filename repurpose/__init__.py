@@ -18,7 +18,7 @@ from repurpose._exceptions import (
 from repurpose._imported import ImportedModel
 from repurpose._preprocess import Preprocess
 from repurpose._version import __version__
-from repurpose.model_handler import ModelHandler
+from repurpose.model_handler import ModelHandler, merge_features
 from repurpose.repurposers import (
     BNNRepurposer,
     EnsembleRepurposer,
@@ -44,6 +44,7 @@ __all__ = [
     "ModelHandler",
     "Preprocess",
     "ImportedModel",
+    "merge_features",
     # repurposers
     "Repurposer",
     "MetaModelRepurposer",

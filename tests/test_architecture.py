@@ -35,6 +35,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (6, "plot", ("=repurpose.plot", "repurpose.plot.")),
     (6, "demo", ("=repurpose.demo",)),
     (6, "testing", ("=repurpose.testing",)),
+    (6, "distributed", ("=repurpose.distributed", "repurpose.distributed.")),
     (7, "cli", ("=repurpose.cli", "repurpose.cli.", "=repurpose.__main__")),
     (7, "package", ("=repurpose",)),
 ]

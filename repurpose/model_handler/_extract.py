@@ -291,7 +291,9 @@ class DiskWriter:
             np.save(self.dir / "labels.npy", labels)
             index["labels"] = "labels.npy"
         (self.dir / "index.json").write_text(json.dumps(index, indent=1))
-        return {k: np.load(self.dir / f, mmap_mode="r") for k, f in self.files.items()}
+        # no rows (empty data, or an empty shard): no file was opened for the layer
+        return {k: np.load(self.dir / f, mmap_mode="r") if k in self.streams
+                else np.empty((0,), np.float32) for k, f in self.files.items()}
 
 
 class _NpyStream:

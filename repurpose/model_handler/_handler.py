@@ -17,7 +17,7 @@ from repurpose._exceptions import SurgeryError
 from repurpose._imported import ImportedModel
 from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet
-from repurpose.model_handler import _freeze, _io, _surgery
+from repurpose.model_handler import _freeze, _io, _shards, _surgery
 from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
 from repurpose.model_handler._extract import (
     POOLINGS,
@@ -289,14 +289,14 @@ class ModelHandler:
     def extract(
         self, data: Any, layers: str | Sequence[str], pooling: str | None = ...,
         batch_size: int = ..., progress: bool = ..., out: str | os.PathLike[str] | None = ...,
-        return_labels: Literal[False] = ...,
+        return_labels: Literal[False] = ..., shard: tuple[int, int] | None = ...,
     ) -> dict[str, np.ndarray]: ...
 
     @overload
     def extract(
         self, data: Any, layers: str | Sequence[str], pooling: str | None = ...,
         batch_size: int = ..., progress: bool = ..., out: str | os.PathLike[str] | None = ...,
-        *, return_labels: Literal[True],
+        *, return_labels: Literal[True], shard: tuple[int, int] | None = ...,
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]: ...
 
     def extract(
@@ -308,6 +308,7 @@ class ModelHandler:
         progress: bool = True,
         out: str | os.PathLike[str] | None = None,
         return_labels: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray | None]:
         """Features of several layers from one forward pass per batch.
 
@@ -334,6 +335,11 @@ class ModelHandler:
             The returned arrays are read-only memory maps of those files.
         return_labels : bool
             Also return the labels of the data (None when it has none).
+        shard : (int, int), optional
+            ``(index, count)``: extract only the ``index``-th of ``count`` contiguous blocks
+            of rows, into ``<out>/shard-<index>-of-<count>/`` (``out`` is required). Run
+            every index (Slurm array tasks, torchrun ranks), then join them in order with
+            :func:`repurpose.merge_features`.
 
         Returns
         -------
@@ -356,6 +362,8 @@ class ModelHandler:
         names = self._resolve(layers)
         if not names:
             raise ValueError("no layers requested; see ModelHandler.layer_names")
+        if shard is not None:
+            data, out = self._shard(data, out, shard)
         runner = Runner(self.module, self._index, names, stop_early=True, pooling=pooling)
         n = num_samples(data)
         writer = MemoryWriter(names, n) if out is None else DiskWriter(names, n, out)
@@ -379,6 +387,16 @@ class ModelHandler:
         else:
             features = writer.result()
         return (features, all_labels) if return_labels else features
+
+    def _shard(self, data: Any, out: Any, shard: Any) -> tuple[Any, Path]:
+        if out is None:
+            raise ValueError("shard= writes one shard's rows to disk: give out=<directory> "
+                             "(the same for every shard), then call repurpose.merge_features")
+        index, count = _shards.check_shard(shard)
+        if isinstance(data, (str, os.PathLike)):
+            data = ImageFolder(data, self.preprocess)
+        data = _shards.shard_data(data, num_samples(data), index, count)
+        return data, _shards.shard_dir(out, index, count)
 
     def image_folder(self, path: str | os.PathLike[str]) -> ImageFolder:
         """An :class:`ImageFolder` dataset using this handler's ``preprocess``
