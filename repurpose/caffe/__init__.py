@@ -6,7 +6,8 @@
 ...                                       mean="mean.binaryproto")     # doctest: +SKIP
 """
 
-from repurpose.caffe import _ops  # noqa: F401  (registers the caffe.* graph ops)
+# registers the caffe.* graph ops and the converters beyond _layers
+from repurpose.caffe import _detection, _extended, _ops  # noqa: F401
 from repurpose.caffe._api import handler_from_caffe
 from repurpose.caffe._convert import load_net
 from repurpose.caffe._layers import (
