@@ -21,7 +21,6 @@ from repurpose.caffe._layers import (
     _convolution,
     _one_input,
     _simple,
-    _softmax,
     register_layer,
 )
 from repurpose.graph import register_op
@@ -242,7 +241,6 @@ def _depthwise(ctx: LayerContext) -> Converted:
 
 register_layer("DepthwiseConvolution", _depthwise)
 register_layer("ConvolutionDepthwise", _depthwise)
-register_layer("SoftMax", _softmax)
 register_layer("Identity", _simple("identity"))
 register_layer("ReLU6", _simple("caffe.clip"))
 register_layer("Swish", _simple("caffe.swish"))
