@@ -25,7 +25,8 @@ from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
 from repurpose.caffe._layers import Converted, LayerContext, _one_input, register_layer
 from repurpose.graph import register_op
 
-__all__ = ["CaffeNormalize", "CaffePriorBox", "CaffeDetectionOutput", "prior_aspect_ratios"]
+__all__ = ["CaffeNormalize", "CaffePriorBox", "CaffeDetectionOutput", "prior_aspect_ratios",
+           "caffe_rows"]
 
 CODE_TYPES = {1: "corner", 2: "center_size", 3: "corner_size"}
 
@@ -274,8 +275,14 @@ def nms_fast(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float,
 
 @register_op("caffe.detection_output")
 class CaffeDetectionOutput(nn.Module):
-    """SSD DetectionOutput: decode, per-class NMS, keep the best; ``(1, 1, K, 7)`` rows of
-    ``[image, label, score, xmin, ymin, xmax, ymax]`` (K varies with the input).
+    """SSD DetectionOutput: decode, per-class NMS, keep the best.
+
+    The fork writes one ``(1, 1, K, 7)`` blob of ``[image, label, score, xmin, ymin, xmax,
+    ymax]`` rows for the whole batch, K varying with the data. This op gives each image a
+    fixed block instead, ``(N, 1, max_detections, 7)``: image ``i``'s rows (the fork's, in
+    its order) then padding rows ``[i, -1, -1, -1, -1, -1, -1]`` (the fork's own "nothing
+    found" row). So the output is a per-sample blob of static shape (``extract`` and shape
+    inference work); :func:`caffe_rows` turns it back into the fork's blob.
 
     Args:
         num_classes, share_location, background_label_id: as in Caffe.
@@ -300,22 +307,30 @@ class CaffeDetectionOutput(nn.Module):
         self.threshold = -math.inf if confidence_threshold is None else \
             float(confidence_threshold)
 
+    def max_detections(self, num_priors: int) -> int:
+        """Rows per image: ``keep_top_k``, else what per-class NMS can keep at most."""
+        per_class = num_priors if self.top_k < 0 else min(self.top_k, num_priors)
+        classes = self.num_classes - (0 <= self.background < self.num_classes)
+        most = per_class * classes
+        return most if self.keep_top_k < 0 else min(self.keep_top_k, most)
+
     def forward(self, loc: torch.Tensor, conf: torch.Tensor,
                 prior: torch.Tensor) -> torch.Tensor:
-        if loc.is_meta:  # shape inference: the row count depends on the data
-            return torch.empty((1, 1, 1, 7), device="meta", dtype=loc.dtype)
         n = loc.shape[0]
-        n_loc = 1 if self.share_location else self.num_classes
         p = prior.shape[-1] // 4
+        k = max(1, self.max_detections(p))
+        out = torch.full((n, 1, k, 7), -1.0, dtype=loc.dtype, device=loc.device)
+        out[:, :, :, 0] = torch.arange(n, dtype=loc.dtype, device=loc.device)[:, None, None]
+        if loc.is_meta:
+            return out
+        n_loc = 1 if self.share_location else self.num_classes
         locs = loc.reshape(n, p, n_loc, 4)
         confs = conf.reshape(n, p, self.num_classes)
         priors = prior.reshape(-1, 2, p, 4)[0]
-        rows = [self._image(i, locs[i], confs[i], priors) for i in range(n)]
-        if all(r.shape[0] == 0 for r in rows):
-            out = torch.full((n, 7), -1.0, dtype=loc.dtype, device=loc.device)
-            out[:, 0] = torch.arange(n, dtype=loc.dtype, device=loc.device)
-            return out[None, None]
-        return torch.cat(rows)[None, None]
+        for i in range(n):
+            rows = self._image(i, locs[i], confs[i], priors)
+            out[i, 0, : rows.shape[0]] = rows
+        return out
 
     def _image(self, i: int, loc: torch.Tensor, conf: torch.Tensor,
                priors: torch.Tensor) -> torch.Tensor:
@@ -380,6 +395,18 @@ def _detection_output(ctx: LayerContext) -> Converted:
     return Converted("caffe.detection_output", attrs)
 
 
+def caffe_rows(detections: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The fork's ``(1, 1, K, 7)`` blob from this op's padded per-image output."""
+    out = np.asarray(detections).reshape(-1, 7)
+    found = out[out[:, 1] != -1]
+    if len(found):
+        return found[None, None]
+    images = np.unique(out[:, 0])
+    empty = np.full((len(images), 7), -1.0, dtype=out.dtype)
+    empty[:, 0] = images
+    return empty[None, None]
+
+
 def comparable_detections(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both detection lists as sorted ``(K, 7)`` rows, for comparison with OpenCV.
 
@@ -388,7 +415,7 @@ def comparable_detections(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndar
     """
     def rows(x: np.ndarray) -> np.ndarray:
         r = x.reshape(-1, 7)
-        r = r[np.any(r != 0, axis=1)]
+        r = r[np.any(r != 0, axis=1) & (r[:, 1] != -1)]
         return r[np.lexsort((r[:, 3], -r[:, 2], r[:, 1], r[:, 0]))]
 
     return rows(ours), rows(theirs)

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+
 def f32(x):
     """Round to single precision (the fork's float variables), as a Python float."""
     return float(np.float32(x))

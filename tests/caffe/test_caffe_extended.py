@@ -13,7 +13,12 @@ from caffe_writer import NetWriter
 from ssd_reference import detection_output, prior_box
 from test_caffe_layers import check, run_numpy
 
-from repurpose.caffe._detection import CaffeDetectionOutput, CaffePriorBox, prior_aspect_ratios
+from repurpose.caffe._detection import (
+    CaffeDetectionOutput,
+    CaffePriorBox,
+    caffe_rows,
+    prior_aspect_ratios,
+)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -163,7 +168,9 @@ def test_detection_output_against_ssd_loop(case: dict) -> None:
         c, case.get("share_location", True), case.get("background", 0), case["code"],
         case.get("in_target", False), case.get("nms_thr", 0.3), case.get("top_k", -1),
         case.get("eta", 1.0), case.get("keep_top_k", -1), case.get("conf_thr"))
-    out = op(*(torch.from_numpy(a) for a in (loc, conf, prior))).numpy()
+    padded = op(*(torch.from_numpy(a) for a in (loc, conf, prior))).numpy()
+    assert padded.shape == (n, 1, op.max_detections(p), 7)
+    out = caffe_rows(padded)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
 
