@@ -10,6 +10,7 @@
 from repurpose.caffe import _detection, _extended, _ops  # noqa: F401
 from repurpose.caffe._api import handler_from_caffe
 from repurpose.caffe._convert import load_net
+from repurpose.caffe._detection import caffe_rows
 from repurpose.caffe._layers import (
     Converted,
     LayerContext,
@@ -29,4 +30,5 @@ __all__ = [
     "supported_layers",
     "Converted",
     "LayerContext",
+    "caffe_rows",
 ]

@@ -76,6 +76,9 @@ def _normalize(ctx: LayerContext) -> Converted:
     return Converted("caffe.normalize", attrs, {} if weight is None else {"weight": weight})
 
 
+register_layer("NormalizeBBox", _normalize)  # OpenCV's name for the same layer
+
+
 # ------------------------------------------------------------------ PriorBox
 
 

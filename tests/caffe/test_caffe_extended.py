@@ -36,6 +36,8 @@ def test_normalize(tmp_path: Path, across: bool, shared: bool) -> None:
     w = NetWriter((2, 4, 3, 5))
     w.layer("norm", "Normalize", ["data"], ["norm"], [(1,) if shared else (4,)],
             norm_param={"across_spatial": across, "channel_shared": shared, "eps": 1e-3})
+    w.layer("bbox", "NormalizeBBox", ["data"], ["bbox"], [(1,) if shared else (4,)],
+            norm_param={"across_spatial": across, "channel_shared": shared})
     check(w, tmp_path)
 
 
