@@ -18,6 +18,7 @@ from repurpose.caffe._layers import (
     supported_layers,
 )
 from repurpose.caffe._preprocess import load_mean
+from repurpose.caffe._solver import CaffeSolver, read_lr_mults, read_solver
 from repurpose.caffe._verify import BlobComparison, verify
 
 __all__ = [
@@ -31,4 +32,7 @@ __all__ = [
     "Converted",
     "LayerContext",
     "caffe_rows",
+    "CaffeSolver",
+    "read_solver",
+    "read_lr_mults",
 ]

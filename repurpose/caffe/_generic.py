@@ -16,7 +16,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from repurpose._exceptions import ModelFormatError
 
-__all__ = ["layer_blocks", "unknown_fields", "STRUCTURAL"]
+__all__ = ["layer_blocks", "parse_message", "unknown_fields", "STRUCTURAL"]
 
 # LayerParameter fields that are the net's wiring, not the layer's parameters
 STRUCTURAL = frozenset({"name", "type", "bottom", "top", "phase", "loss_weight", "param",
@@ -94,6 +94,11 @@ class _Reader:
             self.take()
             return out
         return [_scalar(tok)]
+
+
+def parse_message(text: str, path: str = "prototxt") -> dict[str, Any]:
+    """A whole text-format message (e.g. a solver) as a mapping, without a schema."""
+    return _mapping(_Reader(_tokens(text), path).message(None))
 
 
 def layer_blocks(text: str, path: str = "prototxt") -> list[dict[str, Any]]:

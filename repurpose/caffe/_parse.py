@@ -250,6 +250,12 @@ def _upgrade_v1(v1: Any, layer_cls: Any) -> Any:
     layer.top.extend(v1.top)
     layer.blobs.extend(v1.blobs)
     layer.loss_weight.extend(v1.loss_weight)
+    for i in range(max(len(v1.blobs_lr), len(v1.weight_decay))):  # Caffe's upgrade
+        spec = layer.param.add()
+        if i < len(v1.blobs_lr):
+            spec.lr_mult = v1.blobs_lr[i]
+        if i < len(v1.weight_decay):
+            spec.decay_mult = v1.weight_decay[i]
     for rule in v1.include:
         layer.include.add().CopyFrom(rule)
     for rule in v1.exclude:
