@@ -1,7 +1,8 @@
 """Converters and ops for layer types beyond BVLC's core that OpenCV's Caffe importer accepts.
 
-Permute (SSD), ShuffleChannel (ShuffleNet), Interp (DeepLab/PSPNet), depthwise convolution
-aliases of fork builds, MVN, Threshold, Tile, Reduction and a few activations.
+Permute (SSD), ShuffleChannel (ShuffleNet), Interp (DeepLab/PSPNet), Axpy (SENet forks),
+depthwise convolution aliases of fork builds, MVN, Threshold, Tile, Reduction and a few
+activations.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from repurpose.caffe._layers import (
     _axis,
     _convolution,
     _one_input,
+    _prelu,
     _simple,
     register_layer,
 )
 from repurpose.graph import register_op
 
 __all__ = ["CaffePermute", "CaffeShuffleChannel", "CaffeInterp", "CaffeMVN", "CaffeThreshold",
-           "CaffeTile", "CaffeReduction", "CaffeClip", "CaffeSwish", "CaffeMish"]
+           "CaffeTile", "CaffeReduction", "CaffeAxpy", "CaffeClip", "CaffeSwish", "CaffeMish"]
 
 
 # ------------------------------------------------------------------ ops
@@ -141,6 +143,14 @@ class CaffeReduction(nn.Module):
         return out * self.coeff if self.coeff != 1.0 else out
 
 
+@register_op("caffe.axpy")
+class CaffeAxpy(nn.Module):
+    """``a * x + y`` with ``a`` one value per sample and channel ((N, C) or (N, C, 1, 1))."""
+
+    def forward(self, a: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(y, a.reshape(*a.shape[:2], *([1] * (x.dim() - 2))), x)
+
+
 @register_op("caffe.clip")
 class CaffeClip(nn.Module):
     """Clamp to ``[low, high]`` (ReLU6: 0 and 6)."""
@@ -245,6 +255,19 @@ register_layer("Identity", _simple("identity"))
 register_layer("ReLU6", _simple("caffe.clip"))
 register_layer("Swish", _simple("caffe.swish"))
 register_layer("Mish", _simple("caffe.mish"))
+register_layer("ChannelsPReLU", _prelu)  # OpenCV's name for a per-channel PReLU
+
+
+@register_layer("Axpy")
+def _axpy(ctx: LayerContext) -> Converted:
+    if len(ctx.in_shapes) != 3:
+        raise ModelFormatError(f"layer {ctx.name!r}: Axpy takes 3 bottoms (a, x, y), got "
+                               f"{len(ctx.in_shapes)}")
+    a, x, y = ctx.in_shapes
+    if tuple(x) != tuple(y) or len(x) < 2 or math.prod(a) != x[0] * x[1]:
+        raise ModelFormatError(f"layer {ctx.name!r}: Axpy needs x and y of one shape and a "
+                               f"with one value per sample and channel, got {ctx.in_shapes}")
+    return Converted("caffe.axpy")
 
 
 @register_layer("MVN")

@@ -199,6 +199,8 @@ def test_activations_and_aliases(tmp_path: Path) -> None:
     w.layer("swish", "Swish", ["data"], ["swish"])
     w.layer("mish", "Mish", ["scale"], ["mish"])
     w.layer("id", "Identity", ["data"], ["id"])
+    w.layer("cprelu", "ChannelsPReLU", ["data"], ["cprelu"], [(4,)])
+
     w.layer("flat", "Flatten", ["data"], ["flat"], flatten_param={"axis": 2})
     w.layer("flat0", "Flatten", ["data"], ["flat0"], flatten_param={"axis": 0, "end_axis": 1})
     w.layer("rs", "Reshape", ["data"], ["rs"],
@@ -310,4 +312,20 @@ def test_mvn_eps_after_square_root(tmp_path: Path) -> None:
     y = x - x.mean(axis=(1, 2, 3), keepdims=True)
     expected = y / (np.sqrt((y * y).mean(axis=(1, 2, 3), keepdims=True)) + 0.1)
     np.testing.assert_allclose(run_numpy(w, tmp_path, x, "mvn"), expected, rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_axpy(tmp_path: Path, flat: bool) -> None:
+    # OpenCV 4.14 fails on these nets (shape error), so numpy: a * x + y per channel
+    w = NetWriter((2, 4, 3, 3))
+    w.layer("gap", "Pooling", ["data"], ["gap"], pooling_param={"pool": "AVE",
+                                                                "global_pooling": True})
+    if flat:
+        w.layer("gapf", "Flatten", ["gap"], ["gapf"])
+    w.layer("sig", "Sigmoid", ["data"], ["sig"])
+    w.layer("axpy", "Axpy", ["gapf" if flat else "gap", "data", "sig"], ["axpy"])
+    x = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    expected = x.mean(axis=(2, 3), keepdims=True) * x + 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(run_numpy(w, tmp_path, x, "axpy"), expected, rtol=1e-5,
                                atol=1e-6)
