@@ -28,7 +28,8 @@ from repurpose.caffe._layers import (
 from repurpose.graph import register_op
 
 __all__ = ["CaffePermute", "CaffeShuffleChannel", "CaffeInterp", "CaffeMVN", "CaffeThreshold",
-           "CaffeTile", "CaffeReduction", "CaffeAxpy", "CaffeClip", "CaffeSwish", "CaffeMish"]
+           "CaffeTile", "CaffeReduction", "CaffeAxpy", "CaffeReorg", "CaffeClip", "CaffeSwish",
+           "CaffeMish"]
 
 
 # ------------------------------------------------------------------ ops
@@ -58,6 +59,22 @@ class CaffeShuffleChannel(nn.Module):
         n, c = x.shape[:2]
         y = x.reshape(n, self.group, c // self.group, *x.shape[2:]).transpose(1, 2)
         return y.reshape(x.shape)
+
+
+@register_op("caffe.reorg")
+class CaffeReorg(nn.Module):
+    """YOLOv2's Reorg as OpenCV runs it (darknet's ``reorg_cpu`` with ``forward=0`` on the
+    input's C, H, W): ``(N, C, H, W)`` to ``(N, C * s * s, H / s, W / s)``."""
+
+    def __init__(self, stride: int = 2) -> None:
+        super().__init__()
+        self.stride = int(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.stride
+        y = x.reshape(n, c // (s * s), h, s, w, s).permute(0, 3, 5, 1, 2, 4)
+        return y.reshape(n, c * s * s, h // s, w // s)
 
 
 @register_op("caffe.interp")
@@ -219,6 +236,19 @@ def interp_size(p: object, h: int, w: int, layer: str) -> list[int]:
     if has("zoom_factor"):
         h, w = h + (h - 1) * (zoom - 1), w + (w - 1) * (zoom - 1)
     return [h, w]
+
+
+@register_layer("Reorg")
+def _reorg(ctx: LayerContext) -> Converted:
+    shape = _one_input(ctx)
+    p = ctx.layer.reorg_param
+    s = int(p.stride)
+    if p.reverse:
+        raise ModelFormatError(f"layer {ctx.name!r}: Reorg with reverse: true is not supported")
+    if len(shape) != 4 or s < 1 or shape[1] % (s * s) or shape[2] % s or shape[3] % s:
+        raise ModelFormatError(f"layer {ctx.name!r}: Reorg stride {s} must divide the height "
+                               f"and width, and its square the channels, of {shape}")
+    return Converted("caffe.reorg", {"stride": s})
 
 
 @register_layer("Interp")

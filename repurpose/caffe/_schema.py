@@ -253,6 +253,7 @@ _MESSAGES: dict[str, list[Field]] = {
     # ShuffleNet's ShuffleChannel; DeepLab/PSPNet's Interp (their field number 143 clashes
     # with BVLC's input_param: the binary form of interp_param is not decoded).
     "ShuffleChannelParameter": [("group", 1, "o", "uint32", 1)],
+    "ReorgParameter": [("stride", 1, "o", "uint32", None), ("reverse", 2, "o", "bool", False)],
     "InterpParameter": [("height", 1, "o", "int32", 0), ("width", 2, "o", "int32", 0),
                         ("zoom_factor", 3, "o", "int32", 1),
                         ("shrink_factor", 4, "o", "int32", 1),
@@ -296,6 +297,7 @@ _LAYER_PARAMS: list[tuple[str, str, int, int | None]] = [
     ("detection_output_param", "DetectionOutputParameter", 204, None),
     ("norm_param", "NormalizeParameter", 206, None),
     ("shuffle_channel_param", "ShuffleChannelParameter", 164, None),
+    ("reorg_param", "ReorgParameter", 159, None),
     ("interp_param", "InterpParameter", 2143, None),
 ]
 

@@ -329,3 +329,9 @@ def test_axpy(tmp_path: Path, flat: bool) -> None:
     expected = x.mean(axis=(2, 3), keepdims=True) * x + 1 / (1 + np.exp(-x))
     np.testing.assert_allclose(run_numpy(w, tmp_path, x, "axpy"), expected, rtol=1e-5,
                                atol=1e-6)
+
+
+def test_reorg(tmp_path: Path) -> None:
+    w = NetWriter((2, 8, 6, 4))
+    w.layer("reorg", "Reorg", ["data"], ["reorg"], reorg_param={"stride": 2})
+    check(w, tmp_path)
