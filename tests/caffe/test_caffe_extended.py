@@ -335,3 +335,24 @@ def test_reorg(tmp_path: Path) -> None:
     w = NetWriter((2, 8, 6, 4))
     w.layer("reorg", "Reorg", ["data"], ["reorg"], reorg_param={"stride": 2})
     check(w, tmp_path)
+
+
+def test_detections_extract_like_any_blob(tmp_path: Path) -> None:
+    import repurpose as rp
+
+    w = NetWriter((1, 3, 8, 8), seed=3)
+    ssd_head(w, 4, 3)
+    w.layer("det", "DetectionOutput", ["loc_flat", "conf_out", "prior"], ["det"],
+            detection_output_param={"num_classes": 3, "keep_top_k": 6,
+                                    "nms_param": {"nms_threshold": 0.45}})
+    proto, model = w.write(tmp_path)
+    handler = rp.ModelHandler.from_caffe(proto, model)
+    x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    feats = handler.extract(x, ["det", "pool"], pooling=None, batch_size=2, progress=False)
+    assert feats["det"].shape == (5, 1, 6, 7) and feats["pool"].shape == (5, 3, 2, 2)
+    with torch.no_grad():
+        whole = handler.module.run({"data": torch.from_numpy(x)}, ["det"])["det"].numpy()
+    # per-image blocks do not depend on the batching; image ids restart per batch
+    np.testing.assert_allclose(feats["det"][..., 1:], whole[..., 1:], rtol=1e-5, atol=1e-6)
+    rows = caffe_rows(whole)[0, 0]
+    assert len(rows) > 5 and set(rows[:, 0]) == {0, 1, 2, 3, 4}
