@@ -11,9 +11,11 @@ and :func:`handler_from_caffe`, which lives with :class:`~repurpose.ModelHandler
 ...                                       mean="mean.binaryproto")     # doctest: +SKIP
 """
 
-from repurpose.caffe import _ops  # noqa: F401  (registers the caffe.* graph ops)
+# registers the caffe.* graph ops and the converters beyond _layers
+from repurpose.caffe import _detection, _extended, _ops  # noqa: F401
 from repurpose.caffe._api import import_model
 from repurpose.caffe._convert import load_net
+from repurpose.caffe._detection import caffe_rows
 from repurpose.caffe._layers import (
     Converted,
     LayerContext,
@@ -21,6 +23,7 @@ from repurpose.caffe._layers import (
     supported_layers,
 )
 from repurpose.caffe._preprocess import load_mean
+from repurpose.caffe._solver import CaffeSolver, read_lr_mults, read_solver
 from repurpose.caffe._verify import BlobComparison, verify
 from repurpose.model_handler._importers import handler_from_caffe
 
@@ -35,4 +38,8 @@ __all__ = [
     "supported_layers",
     "Converted",
     "LayerContext",
+    "caffe_rows",
+    "CaffeSolver",
+    "read_solver",
+    "read_lr_mults",
 ]

@@ -122,6 +122,9 @@ class _Builder:
                  inputs: dict[str, list[int]]) -> None:
         self.spec, self.weights, self.inputs = spec, weights, inputs
         self.layers = [layer for layer in spec.layers if self._kept(layer)]
+        params = spec.params if len(spec.params) == len(spec.layers) else []
+        self.params = {id(layer): p for layer, p in zip(spec.layers, params)}
+        self.fields: dict[str, dict[int, Any]] = getattr(weights, "fields", {})
         self.writes: Counter[str] = Counter(list(inputs))
         for layer in self.layers:
             self.writes.update(layer.top)
@@ -149,6 +152,7 @@ class _Builder:
             self.current[name] = value
             self.shapes[value] = tuple(dims)
             self.input_values[value] = list(dims)
+        _layers.check_supported(self.layers)
         for layer in self.layers:
             try:
                 self._add(layer)
@@ -169,7 +173,9 @@ class _Builder:
             )
         ins = [self.current[b] for b in layer.bottom]
         blobs = None if self.weights is None else self.weights.get(layer.name)
-        ctx = _layers.LayerContext(layer, [self.shapes[v] for v in ins], blobs)
+        ctx = _layers.LayerContext(layer, [self.shapes[v] for v in ins], blobs,
+                                   self.params.get(id(layer), {}),
+                                   self.fields.get(layer.name, {}))
         conv = _layers.get_converter(layer)(ctx)
         with torch.device("meta"):
             module = build_op(conv.op, conv.attrs).eval()

@@ -17,7 +17,8 @@ import numpy as np
 
 from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
 
-__all__ = ["LayerContext", "Converted", "register_layer", "supported_layers", "get_converter"]
+__all__ = ["LayerContext", "Converted", "register_layer", "supported_layers", "get_converter",
+           "check_supported"]
 
 
 @dataclass
@@ -51,11 +52,20 @@ class LayerContext:
         Shapes of the bottoms (with batch axis), in order.
     blobs : list of ndarray or None
         The layer's weights from the caffemodel; ``None`` when none were loaded for it.
+    params : dict
+        The layer's parameters as written in the prototxt, decoded without the schema, so
+        fields of fork layers the schema lacks are here too: ``{"interp_param": {"height":
+        9}}``. Messages are dicts, enum values strings; a field written once is a value,
+        written several times a list.
+    binary_fields : dict of int to object
+        Fields of the layer in the caffemodel that the schema lacks, by field number.
     """
 
     layer: Any
     in_shapes: list[tuple[int, ...]]
     blobs: list[np.ndarray] | None
+    params: dict[str, Any] = field(default_factory=dict)
+    binary_fields: dict[int, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -132,11 +142,25 @@ def get_converter(layer: Any) -> Converter:
     try:
         return _CONVERTERS[layer.type]
     except KeyError:
-        raise UnsupportedLayerError(
-            f"layer {layer.name!r} has type {layer.type!r}, which has no converter. "
-            f"Supported types: {', '.join(supported_layers())}. "
-            "Add one with repurpose.caffe.register_layer."
-        ) from None
+        raise unsupported_error([layer]) from None
+
+
+def check_supported(layers: Sequence[Any]) -> None:
+    """Raise one error naming every layer whose type has no converter."""
+    missing = [layer for layer in layers if layer.type not in _CONVERTERS]
+    if missing:
+        raise unsupported_error(missing)
+
+
+def unsupported_error(layers: Sequence[Any]) -> UnsupportedLayerError:
+    types = sorted({str(layer.type) for layer in layers})
+    where = "; ".join(f"layer {layer.name!r} has type {layer.type!r}" for layer in layers[:20])
+    more = f" (and {len(layers) - 20} more)" if len(layers) > 20 else ""
+    return UnsupportedLayerError(
+        f"{len(types)} layer type(s) of this net have no converter: {', '.join(types)}. "
+        f"{where}{more}. Supported types: {', '.join(supported_layers())}. "
+        "Add converters with repurpose.caffe.register_layer."
+    )
 
 
 # ------------------------------------------------------------------ helpers

@@ -19,7 +19,7 @@ from google.protobuf import message as pb_message
 from google.protobuf import text_format
 
 from repurpose._exceptions import ModelFormatError
-from repurpose.caffe import _schema
+from repurpose.caffe import _generic, _schema
 
 __all__ = [
     "NetSpec",
@@ -28,6 +28,7 @@ __all__ = [
     "read_blobproto",
     "blob_to_array",
     "MAX_ELEMENTS",
+    "CaffeWeights",
 ]
 
 # Refuse any declared tensor larger than this many elements before allocating it.
@@ -47,6 +48,17 @@ class NetSpec:
     inputs: dict[str, list[int] | None] = field(default_factory=dict)
     ceil_mode_schema: bool = False
     path: str = ""
+    # per layer (parallel to ``layers``): its parameters decoded without the schema
+    params: list[dict[str, Any]] = field(default_factory=list)
+
+
+class CaffeWeights(dict[str, list[np.ndarray]]):
+    """``{layer name: [blob arrays]}``; ``fields`` holds, per layer, the LayerParameter
+    fields of the caffemodel the schema lacks (by number, see ``_generic.unknown_fields``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, dict[int, Any]] = {}
 
 
 def _read_bytes(path: str | Path, what: str) -> bytes:
@@ -80,8 +92,9 @@ def _parse_text(text: str, ceil: bool, path: str) -> Any:
     except text_format.ParseError as err:
         raise ModelFormatError(_parse_error_text(err, path)) from err
     warnings.warn(
-        f"{path}: skipped fields this importer does not know (first at line "
-        f"{first.GetLine()}: {_error_detail(first)})",
+        f"{path}: fields this importer's schema does not know (first at line "
+        f"{first.GetLine()}: {_error_detail(first)}); built-in converters ignore them, "
+        "converters added with register_layer find them in LayerContext.params",
         stacklevel=4,
     )
     return msg
@@ -118,14 +131,23 @@ def read_prototxt(path: str | Path, phase: str = "TEST") -> NetSpec:
         )
     msg = _parse_text(text, ceil, str(path))
     layers = _v2_layers(msg, str(path))
+    try:
+        params = _generic.layer_blocks(text, str(path))
+    except (ModelFormatError, ValueError, IndexError):  # syntax protobuf has, we lack
+        params = []
+    if len(params) != len(layers):
+        params = [{} for _ in layers]
     spec = NetSpec(name=msg.name, layers=[], ceil_mode_schema=ceil, path=str(path))
     _collect_legacy_inputs(msg, spec)
-    spec.layers = [layer for layer in layers if _included(layer, phase, msg)]
+    kept = [(layer, p) for layer, p in zip(layers, params) if _included(layer, phase, msg)]
+    spec.layers = [layer for layer, _ in kept]
+    spec.params = [p for _, p in kept]
     return spec
 
 
-def read_caffemodel(path: str | Path, ceil_mode: bool = False) -> dict[str, list[np.ndarray]]:
-    """Read a binary ``.caffemodel``: ``{layer name: [blob arrays]}`` for layers with blobs."""
+def read_caffemodel(path: str | Path, ceil_mode: bool = False) -> CaffeWeights:
+    """Read a binary ``.caffemodel``: ``{layer name: [blob arrays]}`` for layers with blobs
+    (and, in ``.fields``, the layer fields the schema lacks)."""
     raw = _read_bytes(path, "caffemodel")
     msg = _schema.net_class(ceil_mode)()
     try:
@@ -138,8 +160,11 @@ def read_caffemodel(path: str | Path, ceil_mode: bool = False) -> dict[str, list
         raise ModelFormatError(
             f"{path} holds no layers; is it a binary .caffemodel (not a prototxt or mean file)?"
         )
-    weights: dict[str, list[np.ndarray]] = {}
+    weights = CaffeWeights()
     for layer in _v2_layers(msg, str(path)):
+        extra = _generic.unknown_fields(layer)
+        if extra:
+            weights.fields[layer.name] = extra
         if layer.blobs:
             where = f"{path}: layer {layer.name!r}"
             weights[layer.name] = [
@@ -225,6 +250,12 @@ def _upgrade_v1(v1: Any, layer_cls: Any) -> Any:
     layer.top.extend(v1.top)
     layer.blobs.extend(v1.blobs)
     layer.loss_weight.extend(v1.loss_weight)
+    for i in range(max(len(v1.blobs_lr), len(v1.weight_decay))):  # Caffe's upgrade
+        spec = layer.param.add()
+        if i < len(v1.blobs_lr):
+            spec.lr_mult = v1.blobs_lr[i]
+        if i < len(v1.weight_decay):
+            spec.decay_mult = v1.weight_decay[i]
     for rule in v1.include:
         layer.include.add().CopyFrom(rule)
     for rule in v1.exclude:

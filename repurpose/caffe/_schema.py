@@ -30,8 +30,10 @@ _ENUMS: dict[str, list[str]] = {
     "Phase": ["TRAIN", "TEST"],
 }
 
-# nested enums: message -> (enum name, values)
-_NESTED_ENUMS: dict[str, list[tuple[str, list[str]]]] = {
+# nested enums: message -> (enum name, values); a value is a name (numbered from 0 in
+# order) or a (name, number) pair.
+EnumValues = list[str] | list[tuple[str, int]]
+_NESTED_ENUMS: dict[str, list[tuple[str, EnumValues]]] = {
     "FillerParameter": [("VarianceNorm", ["FAN_IN", "FAN_OUT", "AVERAGE"])],
     "ParamSpec": [("DimCheckMode", ["STRICT", "PERMISSIVE"])],
     "ConvolutionParameter": [_ENGINE],
@@ -44,6 +46,16 @@ _NESTED_ENUMS: dict[str, list[tuple[str, list[str]]]] = {
     "SoftmaxParameter": [_ENGINE],
     "EltwiseParameter": [("EltwiseOp", ["PROD", "SUM", "MAX"])],
     "BlobProto": [("DataType", ["DOUBLE", "FLOAT", "FLOAT16", "INT", "UINT"])],
+    "ReductionParameter": [("ReductionOp", [("SUM", 1), ("ASUM", 2), ("SUMSQ", 3),
+                                            ("MEAN", 4)])],
+    "PriorBoxParameter": [("CodeType", [("CORNER", 1), ("CENTER_SIZE", 2),
+                                        ("CORNER_SIZE", 3)])],
+    "ResizeParameter": [
+        ("Resize_mode", [("WARP", 1), ("FIT_SMALL_SIZE", 2), ("FIT_LARGE_SIZE_AND_PAD", 3)]),
+        ("Pad_mode", [("CONSTANT", 1), ("MIRRORED", 2), ("REPEAT_NEAREST", 3)]),
+        ("Interp_mode", [("LINEAR", 1), ("AREA", 2), ("NEAREST", 3), ("CUBIC", 4),
+                         ("LANCZOS4", 5)]),
+    ],
     "V1LayerParameter": [("LayerType", [
         "NONE", "ACCURACY", "BNLL", "CONCAT", "CONVOLUTION", "DATA", "DROPOUT",
         "EUCLIDEAN_LOSS", "FLATTEN", "HDF5_DATA", "HDF5_OUTPUT", "IM2COL", "IMAGE_DATA",
@@ -186,6 +198,66 @@ _MESSAGES: dict[str, list[Field]] = {
                          ("axis", 2, "o", "int32", 1)],
     "TanHParameter": [("engine", 1, "o", "Engine", "DEFAULT")],
     "ThresholdParameter": [("threshold", 1, "o", "float", 0)],
+    "MVNParameter": [("normalize_variance", 1, "o", "bool", True),
+                     ("across_channels", 2, "o", "bool", False),
+                     ("eps", 3, "o", "float", 1e-9)],
+    "ReductionParameter": [("operation", 1, "o", "ReductionOp", "SUM"),
+                           ("axis", 2, "o", "int32", 0), ("coeff", 3, "o", "float", 1)],
+    "TileParameter": [("axis", 1, "o", "int32", 1), ("tiles", 2, "o", "int32", None)],
+    # Fork layers. SSD (weiliu89/caffe, branch ssd): Permute, Normalize, PriorBox,
+    # DetectionOutput; PriorBox's offset_h..height are OpenCV's additions.
+    "PermuteParameter": [("order", 1, "r", "uint32", None)],
+    "NormalizeParameter": [("across_spatial", 1, "o", "bool", True),
+                           ("scale_filler", 2, "o", "FillerParameter", None),
+                           ("channel_shared", 3, "o", "bool", True),
+                           ("eps", 4, "o", "float", 1e-10)],
+    "PriorBoxParameter": [
+        ("min_size", 1, "r", "float", None), ("max_size", 2, "r", "float", None),
+        ("aspect_ratio", 3, "r", "float", None), ("flip", 4, "o", "bool", True),
+        ("clip", 5, "o", "bool", False), ("variance", 6, "r", "float", None),
+        ("img_size", 7, "o", "uint32", None), ("img_h", 8, "o", "uint32", None),
+        ("img_w", 9, "o", "uint32", None), ("step", 10, "o", "float", None),
+        ("step_h", 11, "o", "float", None), ("step_w", 12, "o", "float", None),
+        ("offset", 13, "o", "float", 0.5), ("offset_h", 14, "r", "float", None),
+        ("offset_w", 15, "r", "float", None), ("width", 16, "r", "float", None),
+        ("height", 17, "r", "float", None),
+    ],
+    "NonMaximumSuppressionParameter": [("nms_threshold", 1, "o", "float", 0.3),
+                                       ("top_k", 2, "o", "int32", None),
+                                       ("eta", 3, "o", "float", 1)],
+    "ResizeParameter": [
+        ("prob", 1, "o", "float", 1), ("resize_mode", 2, "o", "Resize_mode", "WARP"),
+        ("height", 3, "o", "uint32", 0), ("width", 4, "o", "uint32", 0),
+        ("height_scale", 8, "o", "uint32", 0), ("width_scale", 9, "o", "uint32", 0),
+        ("pad_mode", 5, "o", "Pad_mode", "CONSTANT"), ("pad_value", 6, "r", "float", None),
+        ("interp_mode", 7, "r", "Interp_mode", None),
+    ],
+    "SaveOutputParameter": [
+        ("output_directory", 1, "o", "string", None),
+        ("output_name_prefix", 2, "o", "string", None),
+        ("output_format", 3, "o", "string", None), ("label_map_file", 4, "o", "string", None),
+        ("name_size_file", 5, "o", "string", None), ("num_test_image", 6, "o", "uint32", None),
+        ("resize_param", 7, "o", "ResizeParameter", None),
+    ],
+    "DetectionOutputParameter": [
+        ("num_classes", 1, "o", "uint32", None), ("share_location", 2, "o", "bool", True),
+        ("background_label_id", 3, "o", "int32", 0),
+        ("nms_param", 4, "o", "NonMaximumSuppressionParameter", None),
+        ("save_output_param", 5, "o", "SaveOutputParameter", None),
+        ("code_type", 6, "o", "PriorBoxParameter.CodeType", "CORNER"),
+        ("variance_encoded_in_target", 8, "o", "bool", False),
+        ("keep_top_k", 7, "o", "int32", -1), ("confidence_threshold", 9, "o", "float", None),
+        ("visualize", 10, "o", "bool", False), ("visualize_threshold", 11, "o", "float", None),
+        ("save_file", 12, "o", "string", None),
+    ],
+    # ShuffleNet's ShuffleChannel; DeepLab/PSPNet's Interp (their field number 143 clashes
+    # with BVLC's input_param: the binary form of interp_param is not decoded).
+    "ShuffleChannelParameter": [("group", 1, "o", "uint32", 1)],
+    "ReorgParameter": [("stride", 1, "o", "uint32", None), ("reverse", 2, "o", "bool", False)],
+    "InterpParameter": [("height", 1, "o", "int32", 0), ("width", 2, "o", "int32", 0),
+                        ("zoom_factor", 3, "o", "int32", 1),
+                        ("shrink_factor", 4, "o", "int32", 1),
+                        ("pad_beg", 5, "o", "int32", 0), ("pad_end", 6, "o", "int32", 0)],
 }
 
 # Layer param fields: (field name, message type, V2 number, V1 number or None)
@@ -217,6 +289,16 @@ _LAYER_PARAMS: list[tuple[str, str, int, int | None]] = [
     ("softmax_param", "SoftmaxParameter", 125, 39),
     ("tanh_param", "TanHParameter", 127, 37),
     ("threshold_param", "ThresholdParameter", 128, 25),
+    ("mvn_param", "MVNParameter", 120, 34),
+    ("reduction_param", "ReductionParameter", 136, None),
+    ("tile_param", "TileParameter", 138, None),
+    ("permute_param", "PermuteParameter", 202, None),
+    ("prior_box_param", "PriorBoxParameter", 203, None),
+    ("detection_output_param", "DetectionOutputParameter", 204, None),
+    ("norm_param", "NormalizeParameter", 206, None),
+    ("shuffle_channel_param", "ShuffleChannelParameter", 164, None),
+    ("reorg_param", "ReorgParameter", 159, None),
+    ("interp_param", "InterpParameter", 2143, None),
 ]
 
 _MESSAGES["LayerParameter"] = [
@@ -263,6 +345,20 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
+def _enum_values(values: EnumValues) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for i, v in enumerate(values):
+        out.append((v, i) if isinstance(v, str) else (str(v[0]), int(v[1])))
+    return out
+
+
+def _is_enum(message: str, type_: str) -> bool:
+    if "." in type_:  # Message.Enum
+        outer, inner = type_.split(".")
+        return inner in [n for n, _ in _NESTED_ENUMS.get(outer, [])]
+    return type_ in _ENUMS or type_ in [n for n, _ in _NESTED_ENUMS.get(message, [])]
+
+
 def _type_name(message: str, type_: str) -> str:
     nested = [name for name, _ in _NESTED_ENUMS.get(message, [])]
     if type_ in nested:
@@ -278,8 +374,7 @@ def _add_field(msg: descriptor_pb2.DescriptorProto, message: str, field: Field) 
     if type_ in _SCALARS:
         f.type = _SCALARS[type_]
     else:
-        enum = type_ in _ENUMS or type_ in [n for n, _ in _NESTED_ENUMS.get(message, [])]
-        f.type = FDP.TYPE_ENUM if enum else FDP.TYPE_MESSAGE
+        f.type = FDP.TYPE_ENUM if _is_enum(message, type_) else FDP.TYPE_MESSAGE
         f.type_name = _type_name(message, type_)
     if label == "p":
         f.options.packed = True
@@ -298,9 +393,9 @@ def _file_proto(ceil_mode: bool) -> descriptor_pb2.FileDescriptorProto:
             enum.value.add(name=v, number=i)
     for message in _MESSAGES:
         msg = fdp.message_type.add(name=message)
-        for enum_name, values in _NESTED_ENUMS.get(message, []):
+        for enum_name, nested in _NESTED_ENUMS.get(message, []):
             enum = msg.enum_type.add(name=enum_name)
-            for i, v in enumerate(values):
+            for v, i in _enum_values(nested):
                 enum.value.add(name=v, number=i)
         for field in _fields(message, ceil_mode):
             _add_field(msg, message, field)
@@ -338,9 +433,9 @@ def schema_text(ceil_mode: bool = False) -> str:
         lines += [f"enum {name} {{"] + [f"  {v} = {i};" for i, v in enumerate(values)] + ["}"]
     for message in _MESSAGES:
         lines.append(f"message {message} {{")
-        for enum_name, values in _NESTED_ENUMS.get(message, []):
+        for enum_name, nested in _NESTED_ENUMS.get(message, []):
             lines += [f"  enum {enum_name} {{"]
-            lines += [f"    {v} = {i};" for i, v in enumerate(values)] + ["  }"]
+            lines += [f"    {v} = {i};" for v, i in _enum_values(nested)] + ["  }"]
         for fname, number, label, type_, default in _fields(message, ceil_mode):
             opts = []
             if label == "p":

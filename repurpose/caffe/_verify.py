@@ -14,6 +14,7 @@ import torch
 
 from repurpose._exceptions import RepurposeError
 from repurpose.caffe import _convert, _parse, _preprocess
+from repurpose.caffe._detection import COMPARABLE
 
 __all__ = ["BlobComparison", "verify", "opencv_blobs"]
 
@@ -175,6 +176,8 @@ def verify(
         for i, value in enumerate(node.outputs):
             a = ours[value].numpy()
             b = outs[i] if i < len(outs) else None
+            if b is not None and node.op in COMPARABLE:  # e.g. detection lists
+                a, b = COMPARABLE[node.op](a, b)
             if b is None or b.size != a.size:
                 report.append(BlobComparison(node.name, value, tuple(a.shape), None, None))
                 continue

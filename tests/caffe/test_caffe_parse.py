@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +272,56 @@ def test_mean_binaryproto(tmp_path: Path) -> None:
     path.write_bytes(blob.SerializeToString()[:-7])
     with pytest.raises(ModelFormatError):
         rc.load_mean(path)
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def test_fork_layer_parameters_reach_a_registered_converter(tmp_path: Path) -> None:
+    # A fork layer whose parameter message the schema lacks: text fields by name, binary
+    # fields by number, handed to the user's converter (not dropped).
+    w = NetWriter((1, 2, 3, 3))
+    layer = w.layer("boost", "ForkBoost", ["data"], ["boost"])
+    nested = bytes([0x0D]) + struct.pack("<f", 2.5)  # field 1, fixed32
+    layer.MergeFromString(_varint(3001 << 3) + _varint(7)
+                          + _varint(3002 << 3 | 2) + _varint(len(nested)) + nested)
+    proto, model = w.write(tmp_path)
+    text = proto.read_text().replace(
+        'top: "boost"', 'top: "boost"\n  boost_param { factor: 3.0 mode: FAST offsets: [1, 2] }')
+    proto.write_text(text)
+    seen = {}
+
+    def convert(ctx: rc.LayerContext) -> rc.Converted:
+        seen.update(params=ctx.params, fields=ctx.binary_fields)
+        return rc.Converted("caffe.power", {"scale": ctx.params["boost_param"]["factor"]})
+
+    rc.register_layer("ForkBoost", convert)
+    try:
+        with pytest.warns(UserWarning, match="boost_param.*LayerContext.params"):
+            net = rc.load_net(proto, model)
+    finally:
+        from repurpose.caffe import _layers
+
+        del _layers._CONVERTERS["ForkBoost"]
+    assert seen["params"] == {"boost_param": {"factor": 3.0, "mode": "FAST", "offsets": [1, 2]}}
+    assert seen["fields"] == {3001: 7, 3002: {1: 2.5}}
+    x = torch.randn(1, 2, 3, 3)
+    torch.testing.assert_close(net(x), 3 * x)
+
+
+def test_every_unsupported_type_listed_at_once(tmp_path: Path) -> None:
+    text = ('input: "data" input_dim: 1 input_dim: 2 input_dim: 4 input_dim: 4\n'
+            'layer { name: "a" type: "ForkA" bottom: "data" top: "a" }\n'
+            'layer { name: "r" type: "ReLU" bottom: "a" top: "r" }\n'
+            'layer { name: "b" type: "ForkB" bottom: "r" top: "b" }\n'
+            'layer { name: "a2" type: "ForkA" bottom: "b" top: "a2" }')
+    with pytest.raises(UnsupportedLayerError, match=r"2 layer type\(s\).*ForkA, ForkB\. "
+                       r"layer 'a' has type 'ForkA'; layer 'b' has type 'ForkB'; "
+                       r"layer 'a2' has type 'ForkA'"):
+        rc.load_net(write(tmp_path, text))

@@ -1,0 +1,186 @@
+"""The training recipe that comes with a Caffe model: ``solver.prototxt`` and the per-layer
+``param { lr_mult decay_mult }`` of ``train_val.prototxt``, as plain data."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repurpose._exceptions import ModelFormatError
+from repurpose.caffe import _generic, _parse
+
+__all__ = ["CaffeSolver", "read_solver", "read_lr_mults", "LR_POLICIES"]
+
+# policy -> the solver fields it needs (Caffe's SGDSolver::GetLearningRate)
+LR_POLICIES: dict[str, tuple[str, ...]] = {
+    "fixed": (), "step": ("gamma", "stepsize"), "exp": ("gamma",), "inv": ("gamma", "power"),
+    "multistep": ("gamma", "stepvalue"), "poly": ("power", "max_iter"),
+    "sigmoid": ("gamma", "stepsize"),
+}
+_SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
+
+
+@dataclass(frozen=True)
+class CaffeSolver:
+    """A ``solver.prototxt``: learning-rate schedule and optimiser settings.
+
+    Attributes
+    ----------
+    base_lr : float
+        The base learning rate.
+    lr_policy : str
+        One of :data:`LR_POLICIES` (``"fixed"``, ``"step"``, ``"multistep"``, ``"poly"``,
+        ``"inv"``, ``"exp"``, ``"sigmoid"``).
+    gamma, power : float
+        Schedule parameters (0 when absent).
+    stepsize : int
+        For ``step`` and ``sigmoid``.
+    stepvalue : tuple of int
+        For ``multistep``.
+    max_iter : int
+        Iterations of the run (and ``poly``'s horizon).
+    momentum, weight_decay : float
+        SGD momentum and the global L2 (or L1) weight decay.
+    regularization_type : str
+        ``"L2"`` (Caffe's default) or ``"L1"``.
+    type : str
+        Solver type: ``"SGD"``, ``"Nesterov"``, ``"Adam"``, ... (from ``type`` or the old
+        ``solver_type`` enum).
+    iter_size : int
+        Batches accumulated per iteration.
+    net : str or None
+        The ``net``/``train_net`` path as written.
+    other : dict
+        Every other field, as written (``test_iter``, ``snapshot``, ``momentum2``, ...).
+    """
+
+    base_lr: float
+    lr_policy: str = "fixed"
+    gamma: float = 0.0
+    power: float = 0.0
+    stepsize: int = 0
+    stepvalue: tuple[int, ...] = ()
+    max_iter: int = 0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    regularization_type: str = "L2"
+    type: str = "SGD"
+    iter_size: int = 1
+    net: str | None = None
+    other: dict[str, Any] = field(default_factory=dict)
+
+    def learning_rate(self, iteration: int) -> float:
+        """Caffe's learning rate at ``iteration`` (``SGDSolver::GetLearningRate``).
+
+        Examples
+        --------
+        >>> s = CaffeSolver(base_lr=0.01, lr_policy="step", gamma=0.1, stepsize=100)
+        >>> s.learning_rate(99), round(s.learning_rate(100), 6)
+        (0.01, 0.001)
+        """
+        it, lr = int(iteration), self.base_lr
+        policy = self.lr_policy
+        if policy == "fixed":
+            return lr
+        if policy == "step":
+            return lr * self.gamma ** (it // self.stepsize)
+        if policy == "exp":
+            return lr * self.gamma ** it
+        if policy == "inv":
+            return lr * (1.0 + self.gamma * it) ** (-self.power)
+        if policy == "multistep":
+            return lr * self.gamma ** sum(1 for t in self._multistep_times() if it >= t)
+        if policy == "poly":
+            if not 0 <= it <= self.max_iter:
+                raise ValueError(f"iteration {it} is outside the poly schedule's 0..max_iter "
+                                 f"({self.max_iter})")
+            return lr * (1.0 - it / self.max_iter) ** self.power
+        return lr / (1.0 + math.exp(-self.gamma * (it - self.stepsize)))  # sigmoid
+
+    def _multistep_times(self) -> list[int]:
+        return _advance_times(self.stepvalue)
+
+
+def _advance_times(stepvalue: tuple[int, ...]) -> list[int]:
+    """When Caffe's multistep counter advances: at most one step per iteration, at the first
+    iteration past the next step value (so repeated values take one iteration each)."""
+    times: list[int] = []
+    for v in stepvalue:
+        times.append(max(v, times[-1] + 1 if times else 0))
+    return times
+
+
+def _number(values: dict[str, Any], name: str, kind: type, path: str) -> Any:
+    value = values.get(name)
+    if isinstance(value, list):
+        raise ModelFormatError(f"{path}: {name} is given {len(value)} times")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ModelFormatError(f"{path}: {name}={value!r} is not a {kind.__name__}") from None
+
+
+def read_solver(path: str | Path) -> CaffeSolver:
+    """Read a ``solver.prototxt`` into a :class:`CaffeSolver`.
+
+    Raises
+    ------
+    ModelFormatError
+        Unreadable file, unknown ``lr_policy``, or a field the policy needs is missing.
+    """
+    text = _parse._read_bytes(path, "solver").decode("utf-8", errors="replace")
+    where = str(path)
+    fields = _generic.parse_message(text, where)
+    policy = str(fields.pop("lr_policy", "fixed"))
+    if policy not in LR_POLICIES:
+        raise ModelFormatError(f"{where}: lr_policy {policy!r} is not one of "
+                               f"{', '.join(LR_POLICIES)}")
+    missing = [f for f in LR_POLICIES[policy] if f not in fields]
+    if "base_lr" not in fields or missing:
+        raise ModelFormatError(f"{where}: lr_policy {policy!r} needs "
+                               f"{', '.join(['base_lr', *missing])}")
+    steps = fields.pop("stepvalue", [])
+    steps = steps if isinstance(steps, list) else [steps]
+    if any(b < a for a, b in zip(steps, steps[1:])):
+        raise ModelFormatError(f"{where}: stepvalue {steps} must increase")
+    kinds = {"base_lr": float, "gamma": float, "power": float, "stepsize": int,
+             "max_iter": int, "momentum": float, "weight_decay": float, "iter_size": int}
+    values = {k: _number(fields, k, t, where) for k, t in kinds.items() if k in fields}
+    for k in kinds:
+        fields.pop(k, None)
+    if policy == "step" and values["stepsize"] <= 0:
+        raise ModelFormatError(f"{where}: stepsize must be positive for lr_policy 'step'")
+    if policy == "poly" and values["max_iter"] <= 0:
+        raise ModelFormatError(f"{where}: max_iter must be positive for lr_policy 'poly'")
+    solver_type = fields.pop("type", None)
+    old_type = fields.pop("solver_type", None)
+    if solver_type is None:
+        solver_type = _SOLVER_TYPES.get(old_type, old_type) if old_type is not None else "SGD"
+    net = fields.pop("net", None) or fields.pop("train_net", None)
+    return CaffeSolver(lr_policy=policy, stepvalue=tuple(int(s) for s in steps),
+                       regularization_type=str(fields.pop("regularization_type", "L2")),
+                       type=str(solver_type), net=None if net is None else str(net),
+                       other=fields, **values)
+
+
+def read_lr_mults(prototxt: str | Path,
+                  phase: str = "TRAIN") -> dict[str, tuple[tuple[float, float], ...]]:
+    """Per-layer learning-rate and weight-decay multipliers of a (train_val) prototxt.
+
+    Returns
+    -------
+    dict
+        ``{layer: ((lr_mult, decay_mult), ...)}``, one pair per parameter blob in order
+        (weight, bias, ...), for the layers that declare ``param`` (or V1 ``blobs_lr`` /
+        ``weight_decay``); other layers use (1, 1). ``lr_mult`` 0 means frozen.
+
+    Examples
+    --------
+    The multipliers of CaffeNet's fine-tuning recipe are typically ``{"conv1": ((1.0, 1.0),
+    (2.0, 0.0)), ...}``: biases learn twice as fast and are not decayed.
+    """
+    spec = _parse.read_prototxt(prototxt, phase=phase)
+    return {layer.name: tuple((float(p.lr_mult), float(p.decay_mult)) for p in layer.param)
+            for layer in spec.layers if layer.param}
