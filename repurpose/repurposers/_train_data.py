@@ -45,8 +45,8 @@ def epoch_batches(n: int, batch_size: int, order: torch.Tensor | None = None,
                   merge_single: bool = True) -> list[torch.Tensor]:
     """Split positions ``0..n-1`` (in ``order``, default ascending) into batches.
 
-    Every position appears in exactly one batch. With ``merge_single`` (training), a final
-    batch of one sample is merged into the batch before it when there is one.
+    Every position appears in exactly one batch. With ``merge_single`` (training) and
+    ``batch_size > 1``, a final batch of one sample is merged into the batch before it.
 
     Examples
     --------
@@ -55,7 +55,7 @@ def epoch_batches(n: int, batch_size: int, order: torch.Tensor | None = None,
     """
     idx = order if order is not None else torch.arange(n)
     chunks = list(torch.split(idx, batch_size))
-    if merge_single and len(chunks) > 1 and len(chunks[-1]) == 1:
+    if merge_single and batch_size > 1 and len(chunks) > 1 and len(chunks[-1]) == 1:
         last = chunks.pop()
         chunks[-1] = torch.cat([chunks[-1], last])
     return chunks

@@ -43,7 +43,8 @@ from repurpose.repurposers._freezing import set_train_mode
 from repurpose.repurposers._param_groups import l2sp_penalty
 from repurpose.repurposers._train_data import Source, Split, TensorSource, epoch_batches
 
-__all__ = ["TrainSettings", "Trainer", "predict_logits", "split_validation", "lr_factor"]
+__all__ = ["TrainSettings", "Trainer", "as_split", "predict_logits", "split_validation",
+           "lr_factor"]
 
 Inputs = tuple[torch.Tensor, ...]
 # What the loop accepts: a Split, or (for in-memory data) a tuple of input tensors + labels.
@@ -115,27 +116,33 @@ def lr_factor(schedule: str | None, step: int, total: int) -> float:
 def split_validation(
     y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Indices ``(train, val)``; stratified when every class can give one example."""
+    """Indices ``(train, val)``: a stratified hold-out that never takes a class's last sample.
+
+    Every class with two or more samples gives about ``fraction`` of them (at least one,
+    never all). When that would hold out too many (many small classes), a random choice of
+    those classes gives one sample each. Classes with a single sample stay in training;
+    when no class has two, there is no validation part (``val`` is None).
+    """
     if fraction <= 0:
         return np.arange(len(y)), None
     if not 0 < fraction < 1:
         raise ValueError(f"validation_fraction={fraction!r}; expected a number in [0, 1)")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
-    n_val = max(1, int(round(fraction * len(y))))
-    if n_val >= len(classes) and counts.min() >= 2:
-        val: list[int] = []
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(y == c))
-            take = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
-            val.extend(idx[:take])
-        val_idx = np.sort(np.asarray(val))
-    else:
-        val_idx = np.sort(rng.permutation(len(y))[:n_val])
-    if len(val_idx) >= len(y):
+    eligible = classes[counts >= 2]
+    if len(eligible) == 0:
         return np.arange(len(y)), None
-    train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
-    return train_idx, val_idx
+    n_val = max(1, int(round(fraction * len(y))))
+    few = n_val < len(eligible)
+    if few:
+        eligible = np.sort(rng.choice(eligible, n_val, replace=False))
+    val: list[int] = []
+    for c in eligible:
+        idx = rng.permutation(np.flatnonzero(y == c))
+        take = 1 if few else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        val.extend(idx[:take])
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(y)), val_idx), val_idx
 
 
 def _autocast(device: torch.device, enabled: bool):
