@@ -142,6 +142,7 @@ def run(quick: bool = False, threads: int = 1, modes: tuple[str, ...] = ("stream
         for mode in modes:
             for n in sizes:
                 results["runs"].append(_measure(folders[n], epochs, mode, threads))
+                print(json.dumps(results["runs"][-1]), file=sys.stderr, flush=True)
     for mode in modes:
         small, big = (r for r in results["runs"] if r["mode"] == mode)
         results[f"{mode}_rss_ratio_big_over_small"] = round(
