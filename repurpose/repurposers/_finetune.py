@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from repurpose.repurposers._network import (
+    HEAD_PARAMS,
     Body,
     Head,
     NetworkRepurposer,
+    Param,
     copy_module,
     layer_modules,
 )
@@ -20,6 +21,28 @@ from repurpose.repurposers._registry import register_repurposer
 __all__ = ["FineTuneRepurposer"]
 
 UP_TO = "up_to:"
+AUTO = "auto"
+
+
+def default_transfer_layer(handler: Any) -> str:
+    """The layer feeding the network's last layer with parameters (its classifier).
+
+    For AlexNet/VGG that is the input of the last fully connected layer (``relu7`` or
+    ``drop7``); for SqueezeNet, whose classifier is a convolution (``conv10`` /
+    ``conv_final``), the dropout after the last fire module; for a ResNet, the pooled,
+    flattened features.
+    """
+    names = list(handler.layer_names)
+    modules = dict(layer_modules(handler.module, names))
+    with_params = [i for i, name in enumerate(names)
+                   if name in modules and next(modules[name].parameters(), None) is not None]
+    if not with_params or with_params[-1] == 0:
+        raise ValueError(
+            "transfer_layer='auto' needs a layer with parameters (the classifier) that has a "
+            "layer below it; pass transfer_layer=<a name from handler.layer_names>, or None "
+            "to keep the whole network"
+        )
+    return names[with_params[-1] - 1]
 
 
 def apply_freeze(handler: Any, freeze: str | Sequence[str] | None) -> Any:
@@ -46,69 +69,21 @@ def apply_freeze(handler: Any, freeze: str | Sequence[str] | None) -> Any:
 class FineTuneRepurposer(NetworkRepurposer):
     """Cut the source at ``transfer_layer``, add a new head, and fine-tune.
 
+    Data is read batch by batch (an image folder streams from disk), so memory does not
+    grow with the number of training images.
+
     Parameters
     ----------
-    handler : ModelHandler
-        The source network (never modified; training works on a copy).
-    transfer_layer : str or None
-        The last source layer kept (see ``ModelHandler.layer_names``); None keeps the whole
-        network. Spatial outputs are average-pooled before the head.
-    n_hidden : int, optional
-        Width of one hidden ReLU layer in the new head; None for a linear head.
-    freeze : str, list of str or None
-        ``"up_to:<layer>"`` (everything from the input to that layer), layer names or globs
-        (never substrings), or None to train everything. Frozen layers get no gradients
-        (so no backward compute) and their BatchNorm statistics stay fixed.
-    dropout : float
-        Dropout before the head's output layer.
-    lr : float
-        Learning rate of the head.
-    body_lr_mult : float
-        The pretrained body's rate is ``lr * body_lr_mult`` (discriminative rates).
-    layer_decay : float, optional
-        Further multiply the rate by ``layer_decay`` per layer below the top of the body
-        (timm's layer decay; fastai's ``slice(lo, hi)``).
-    optimizer : {"adamw", "sgd"}
-        AdamW, or SGD with (Nesterov) ``momentum``.
-    momentum : float
-    weight_decay : float
-        Not applied to biases and normalisation parameters, nor to the body under L2-SP.
-    l2sp : float
-        Strength ``alpha`` of L2-SP (Li et al. 2018): adds ``alpha/2 * ||w - w0||^2`` over the
-        trainable pretrained weights, pulling them towards their start rather than to 0.
-    schedule : {"cosine", "onecycle", "constant"} or None
-        Learning-rate schedule, stepped per batch.
-    max_epochs, batch_size : int
-    clip_grad_norm : float, optional
-        Clip the global gradient norm.
-    validation_fraction : float
-        Stratified share of the training data held out for early stopping (ignored when
-        ``fit`` gets ``X_val``); 0 for none.
-    patience : int, optional
-        Stop after this many epochs without a better validation loss, and restore the best
-        weights; None trains all ``max_epochs``.
-    unfreeze_after : int, optional
-        Gradual unfreezing: train only the head for this many epochs, then the body too.
-    augment : callable, optional
-        Applied to each training batch of inputs (a tensor on the device); returns a tensor.
-    amp : bool
-        Mixed precision (float16 on CUDA, bfloat16 on CPU).
-    device : str or torch.device, optional
-        Default: the handler's device.
-    checkpoint_dir : str or Path, optional
-        Save the training state after every epoch; a later ``fit`` with the same directory
-        and data resumes where it stopped and ends with the same weights.
-    callbacks : sequence of callable, optional
-        ``f(epoch, logs)`` after each epoch (logs: loss, acc, val_loss, val_acc, lr).
-    random_state : int, optional
-        Seed of the head's initialisation, the shuffling and dropout.
-    progress : bool
-        Show a progress bar with loss and accuracy per epoch.
+    %(parameters)s
 
     Attributes
     ----------
     model_ : ClassifierNet
         The trained network: ``model_.body`` and ``model_.head``.
+    transfer_layer_ : str or None
+        The layer the body was cut at (the choice of ``transfer_layer="auto"``).
+    frozen_layers_ : list of str
+        The body's frozen layers (the choice of ``freeze="auto"``).
     history_ : dict of str to list of float
         Per epoch: epoch, loss, acc, val_loss, val_acc, lr.
 
@@ -121,78 +96,56 @@ class FineTuneRepurposer(NetworkRepurposer):
     >>> h = rp.ModelHandler(net)
     >>> X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
     >>> y = (X[:, 0] > 0).astype(int)
-    >>> rep = rp.FineTuneRepurposer(h, transfer_layer="1", freeze="up_to:0", max_epochs=3,
-    ...                             progress=False, random_state=0).fit(X, y)
+    >>> rep = rp.FineTuneRepurposer(h, max_epochs=3, progress=False, random_state=0).fit(X, y)
+    >>> rep.transfer_layer_, rep.frozen_layers_
+    ('1', ['0'])
     >>> rep.predict_proba(X).shape
     (40, 2)
     """
 
-    def __init__(
-        self,
-        handler: Any = None,
-        transfer_layer: str | None = "fc7",
-        n_hidden: int | None = None,
-        freeze: str | Sequence[str] | None = "up_to:conv5",
-        dropout: float = 0.0,
-        lr: float = 1e-3,
-        body_lr_mult: float = 0.1,
-        layer_decay: float | None = None,
-        optimizer: str = "adamw",
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        l2sp: float = 0.0,
-        schedule: str | None = "cosine",
-        max_epochs: int = 20,
-        batch_size: int = 32,
-        clip_grad_norm: float | None = None,
-        validation_fraction: float = 0.1,
-        patience: int | None = 5,
-        unfreeze_after: int | None = None,
-        augment: Callable[[Any], Any] | None = None,
-        amp: bool = False,
-        device: Any = None,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        callbacks: Sequence[Callable[[int, dict[str, float]], Any]] | None = None,
-        random_state: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.handler = handler
-        self.transfer_layer = transfer_layer
-        self.n_hidden = n_hidden
-        self.freeze = freeze
-        self.dropout = dropout
-        self.lr = lr
-        self.body_lr_mult = body_lr_mult
-        self.layer_decay = layer_decay
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.l2sp = l2sp
-        self.schedule = schedule
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.clip_grad_norm = clip_grad_norm
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.unfreeze_after = unfreeze_after
-        self.augment = augment
-        self.amp = amp
-        self.device = device
-        self.checkpoint_dir = checkpoint_dir
-        self.callbacks = callbacks
-        self.random_state = random_state
-        self.progress = progress
+    _own_params = (
+        Param("transfer_layer", AUTO, str | None, 'str, "auto" or None',
+              "The last source layer kept (see ``ModelHandler.layer_names``). "
+              '``"auto"`` (default): the layer feeding the network\'s last layer with '
+              "parameters, i.e. the input of its classifier (``relu7`` for AlexNet; for "
+              "SqueezeNet, whose classifier is a convolution, the layer before it). None keeps "
+              "the whole network. Spatial outputs are average-pooled before the head."),
+        HEAD_PARAMS["n_hidden"],
+        Param("freeze", AUTO, str | Sequence[str] | None, 'str, list of str or None',
+              '``"auto"`` (default): every layer up to and including the transfer layer '
+              "(only the new head trains: safe with few images); "
+              '``"up_to:<layer>"``: every layer from the input to that one; layer names or '
+              "globs (never substrings); or None to train everything. Frozen layers get no "
+              "gradients (so no backward compute) and their BatchNorm statistics stay fixed."),
+        HEAD_PARAMS["dropout"],
+    )
+
+    transfer_layer: str | None
+    n_hidden: int | None
+    freeze: str | Sequence[str] | None
+    dropout: float
 
     @classmethod
     def _test_instance(cls, handler: Any) -> FineTuneRepurposer:
-        return cls(handler, transfer_layer="fc7", freeze="up_to:conv1", max_epochs=3,
-                   batch_size=16, lr=1e-2, progress=False)
+        return cls(handler, max_epochs=3, batch_size=16, lr=1e-2, progress=False)
+
+    def _resolved_layers(self) -> tuple[str | None, str | Sequence[str] | None]:
+        layer = self.transfer_layer
+        if layer == AUTO:
+            layer = default_transfer_layer(self.handler)
+        freeze = self.freeze
+        if freeze == AUTO:
+            freeze = UP_TO + (layer if layer is not None else self.handler.layer_names[-1])
+        return layer, freeze
 
     def _build_body(self) -> Body:
-        handler = apply_freeze(self.handler, self.freeze)
-        if self.transfer_layer is not None:
-            handler = handler.truncate(self.transfer_layer)
+        layer, freeze = self._resolved_layers()
+        handler = apply_freeze(self.handler, freeze)
+        if layer is not None:
+            handler = handler.truncate(layer)
         module = copy_module(handler.module)
+        self.transfer_layer_ = layer
+        self.frozen_layers_ = list(handler.frozen_layers)
         return Body(module, layer_modules(module, handler.layer_names))
 
     def _build_head(self, widths: list[int], n_classes: int) -> nn.Module:

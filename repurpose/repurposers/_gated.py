@@ -15,19 +15,22 @@ from repurpose.graph import GraphNet
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._gated_net import GatedNet
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
-from repurpose.repurposers._network import ClassifierNet, copy_module, layer_modules
+from repurpose.repurposers._network import (
+    ClassifierNet,
+    TrainingMixin,
+    copy_module,
+    history_from_json,
+    json_history,
+    layer_modules,
+    params_to_json,
+)
 from repurpose.repurposers._param_groups import (
     body_lr_scales,
     build_param_groups,
     layers_from_modules,
 )
 from repurpose.repurposers._registry import register_repurposer
-from repurpose.repurposers._training import (
-    Trainer,
-    TrainSettings,
-    predict_logits,
-    split_validation,
-)
+from repurpose.repurposers._train_data import Source, TensorSource, epoch_batches
 
 __all__ = ["GatedRepurposer"]
 
@@ -74,7 +77,7 @@ class LayerTap(nn.Module):
 
 
 @register_repurposer("gated")
-class GatedRepurposer(MetaModelRepurposer):
+class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
     """Gated Transfer Network: per-sample, per-dimension gates mix several layers.
 
     For feature layers ``x_i`` (standardised; projected by a learned linear map to a common
@@ -101,12 +104,17 @@ class GatedRepurposer(MetaModelRepurposer):
         Training settings, as in :class:`FineTuneRepurposer` (early stopping on the
         validation loss, best weights restored).
     end_to_end : bool
-        False (default): train on cached features, extracted once. True: train through the
-        (unfrozen) source network too, the body at ``lr * body_lr_mult``.
+        False (default): a meta-model on cached features, extracted once. True: a network
+        repurposer that trains through the (unfrozen) source network too, the body at
+        ``lr * body_lr_mult``; the inputs stream batch by batch (as in
+        :class:`FineTuneRepurposer`).
     body_lr_mult : float
         The source network's rate multiplier in end-to-end mode.
     pooling, batch_size, progress
         See :class:`MetaModelRepurposer`.
+    num_workers : int
+        Loader processes reading the data in end-to-end training (see
+        :class:`FineTuneRepurposer`).
 
     Attributes
     ----------
@@ -153,6 +161,7 @@ class GatedRepurposer(MetaModelRepurposer):
         checkpoint_dir: str | os.PathLike[str] | None = None,
         random_state: int | None = None,
         progress: bool = True,
+        num_workers: int = 0,
     ) -> None:
         super().__init__(handler, feature_layers, pooling, "concat", batch_size, progress)
         del self.combine  # the gates do the combining
@@ -171,6 +180,7 @@ class GatedRepurposer(MetaModelRepurposer):
         self.device = device
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
+        self.num_workers = num_workers
 
     @classmethod
     def _test_instance(cls, handler: Any) -> GatedRepurposer:
@@ -186,37 +196,6 @@ class GatedRepurposer(MetaModelRepurposer):
         return cls(handler, feature_layers=feature_layers, progress=False, random_state=0)
 
     # ----- helpers -----------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        if self.device is not None:
-            return torch.device(self.device)
-        return torch.device(getattr(self.handler, "device", None) or "cpu")
-
-    def _seed(self) -> int:
-        if self.random_state is None:
-            return int(np.random.default_rng().integers(2**31 - 1))
-        return int(self.random_state)
-
-    def _settings(self, seed: int) -> TrainSettings:
-        return TrainSettings(
-            max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, weight_decay=self.weight_decay, schedule=self.schedule,
-            patience=self.patience, device=self._device(), seed=seed, progress=self.progress,
-            checkpoint_dir=self.checkpoint_dir,
-        )
-
-    def _train(self, model: nn.Module, groups: list[dict], inputs: tuple[torch.Tensor, ...],
-               y: np.ndarray, seed: int, **kw: Any) -> None:
-        trainer = Trainer(model, groups, self._settings(seed), **kw)
-        yt = torch.as_tensor(y, dtype=torch.long)
-        train_idx, val_idx = split_validation(y, float(self.validation_fraction), seed)
-        tr = torch.as_tensor(train_idx)
-        val = None
-        if val_idx is not None:
-            va = torch.as_tensor(val_idx)
-            val = (tuple(x[va] for x in inputs), yt[va])
-        self.history_ = trainer.fit(tuple(x[tr] for x in inputs), yt[tr], val)
-        self.model_ = model.eval()
-
     def _gated_net(self, widths: Sequence[int], seed: int) -> GatedNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -236,13 +215,13 @@ class GatedRepurposer(MetaModelRepurposer):
         net.set_standardisation(inputs)
         groups = build_param_groups(layers_from_modules([("gated", net)], pretrained=False),
                                     float(self.lr), float(self.weight_decay))
-        self._train(net, groups, inputs, y, seed)
+        self._train(net, groups, TensorSource(inputs), y, seed)
+        self.model_ = net.eval()
 
     def _predict_proba_features(self, features: dict[str, np.ndarray]) -> np.ndarray:
         inputs = tuple(torch.as_tensor(features[k], dtype=torch.float32)
                        for k in self.feature_layers_)
-        logits = predict_logits(self._gate_net(), inputs, int(self.batch_size), self._device())
-        return torch.softmax(logits.double(), 1).numpy()
+        return self._proba(self._gate_net(), inputs)
 
     def _gate_net(self) -> GatedNet:
         net = self.model_.head.net if self.end_to_end else self.model_
@@ -252,9 +231,9 @@ class GatedRepurposer(MetaModelRepurposer):
     # ----- end to end --------------------------------------------------------------------
     def _prepare(self, X: Any, y: Any = None, *, labels: bool, fitting: bool = False
                  ) -> tuple[Any, Any]:
+        """Cached features (the meta-model path), or a stream of inputs (end to end)."""
         if self.end_to_end:
-            return super(MetaModelRepurposer, self)._prepare(X, y, labels=labels,
-                                                             fitting=fitting)
+            return self._stream(X, y, labels=labels)
         return super()._prepare(X, y, labels=labels, fitting=fitting)
 
     def _build_tap(self) -> tuple[LayerTap, list[tuple[str, nn.Module]]]:
@@ -266,10 +245,13 @@ class GatedRepurposer(MetaModelRepurposer):
         return LayerTap(body, layers), layer_modules(body, cut.layer_names)
 
     def _fit(self, X: Any, y: np.ndarray) -> None:
-        if not self.end_to_end:
+        if self.end_to_end:
+            self._fit_end_to_end(X, y)
+        else:
             super()._fit(X, y)
-            return
-        if self.handler is None or isinstance(X, Mapping):
+
+    def _fit_end_to_end(self, X: Any, y: np.ndarray) -> None:
+        if self.handler is None or not isinstance(X, Source):
             raise ValueError(
                 "end_to_end=True trains through the source network: use fit(X, y) with a "
                 "handler, not fit_features"
@@ -277,7 +259,7 @@ class GatedRepurposer(MetaModelRepurposer):
         seed = self._seed()
         tap, body_layers = self._build_tap()
         self.feature_layers_ = list(tap.layers)
-        pooled = _tap_features(tap, X, int(self.batch_size))
+        pooled = _tap_features(tap, X, int(self.batch_size), self._workers())
         self.feature_dims_ = {k: int(f.shape[1])
                               for k, f in zip(self.feature_layers_, pooled, strict=True)}
         self.n_features_in_ = int(sum(self.feature_dims_.values()))
@@ -293,15 +275,15 @@ class GatedRepurposer(MetaModelRepurposer):
             layer.lr_scale = scale
         layers += layers_from_modules([("gated", net)], pretrained=False)
         groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
-        self._train(model, groups, (X,), y, seed)
+        self._train(model, groups, X, y, seed)
+        self.model_ = model.eval()
 
     def _predict_proba(self, X: Any) -> np.ndarray:
         if not self.end_to_end:
             return super()._predict_proba(X)
         if isinstance(X, Mapping):
             raise ValueError(_E2E_FEATURES)
-        logits = predict_logits(self.model_, (X,), int(self.batch_size), self._device())
-        return torch.softmax(logits.double(), 1).numpy()
+        return self._proba(self.model_, X)
 
     # ----- gates -------------------------------------------------------------------------
     def gates_(self, X: Any) -> np.ndarray:
@@ -329,7 +311,8 @@ class GatedRepurposer(MetaModelRepurposer):
                           for k in self.feature_layers_]
             elif self.end_to_end:
                 data, _ = self._prepare(X, None, labels=False)
-                inputs = _tap_features(self.model_.body, data, int(self.batch_size))
+                inputs = _tap_features(self.model_.body, data, int(self.batch_size),
+                                       self._workers())
             else:
                 feats, _ = self._prepare(X, None, labels=False)
                 inputs = [torch.as_tensor(feats[k], dtype=torch.float32)
@@ -340,8 +323,7 @@ class GatedRepurposer(MetaModelRepurposer):
     # ----- saving ------------------------------------------------------------------------
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"widths": list(self.feature_dims_.values()),
-                "history": {k: [None if v != v else float(v) for v in vs]
-                            for k, vs in self.history_.items()}}
+                "history": json_history(self.history_)}
         return meta, module_state_to_arrays(self.model_.state_dict(), "model/")
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -352,30 +334,27 @@ class GatedRepurposer(MetaModelRepurposer):
             model = ClassifierNet(tap, _PooledGate(net))
         model.load_state_dict(arrays_to_module_state(arrays, "model/"))
         self.model_ = model.to(self._device()).eval()
-        self.history_ = {k: [float("nan") if v is None else v for v in vs]
-                         for k, vs in meta.get("history", {}).items()}
+        self.history_ = history_from_json(meta)
 
     def _params_to_json(self) -> dict[str, Any]:
-        params = super()._params_to_json()
-        if params.get("checkpoint_dir") is not None:
-            params["checkpoint_dir"] = os.fspath(params["checkpoint_dir"])
-        if params.get("device") is not None:
-            params["device"] = str(params["device"])
-        return params
+        return params_to_json(super()._params_to_json())
 
 
 @torch.no_grad()
-def _tap_features(tap: nn.Module, X: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Pooled outputs of the tapped layers for all of ``X``, in eval mode, on the CPU."""
+def _tap_features(tap: nn.Module, data: Source, batch_size: int,
+                  num_workers: int = 0) -> list[torch.Tensor]:
+    """Pooled outputs of the tapped layers for all of ``data``, streamed in eval mode."""
     device = next(tap.parameters()).device
     was_training = tap.training
     tap.eval()
     try:
-        parts = [_pooled(tap(X[i:i + batch_size].to(device))) for i in range(0, len(X),
-                                                                              batch_size)]
+        batches = epoch_batches(len(data), batch_size, merge_single=False)
+        parts = [[f.float().cpu() for f in _pooled(tap(xb[0].to(device)))]
+                 for xb in data.read(batches, num_workers=num_workers,
+                                     pin_memory=device.type == "cuda")]
     finally:
         tap.train(was_training)
-    return [torch.cat([p[j] for p in parts]).float().cpu() for j in range(len(parts[0]))]
+    return [torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
 def _pooled(feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from repurpose.repurposers._freezing import freeze_modules, match_layers, reinit_module
 from repurpose.repurposers._network import (
+    HEAD_PARAMS,
     Body,
     Head,
     NetworkRepurposer,
+    Param,
     copy_module,
     layer_modules,
 )
@@ -31,26 +32,7 @@ class RandomFreezeRepurposer(NetworkRepurposer):
 
     Parameters
     ----------
-    handler : ModelHandler
-        The source network (never modified; training works on a copy).
-    num_layers_to_drop : int
-        Layers removed from the top (Xfer's default 2: the output layer and the one below).
-    random_layers : str or list of str, optional
-        Layers (names or globs from ``ModelHandler.layer_names``, or container modules)
-        whose weights are re-initialised. They train at the full rate ``lr``.
-    fixed_layers : str or list of str, optional
-        Layers frozen during training (no gradients; BatchNorm statistics fixed). A layer in
-        both lists keeps its new random weights (random features).
-    n_hidden : int, optional
-        Width of an optional hidden layer in the new classifier.
-    dropout : float
-        Dropout before the classifier's output layer.
-    body_lr_mult : float
-        Rate multiplier of the kept pretrained layers (Xfer trains everything at one rate: 1.0).
-    lr, layer_decay, optimizer, momentum, weight_decay, l2sp, schedule, max_epochs,
-    batch_size, clip_grad_norm, validation_fraction, patience, unfreeze_after, augment, amp,
-    device, checkpoint_dir, callbacks, random_state, progress
-        As in :class:`FineTuneRepurposer`.
+    %(parameters)s
 
     Attributes
     ----------
@@ -61,63 +43,27 @@ class RandomFreezeRepurposer(NetworkRepurposer):
     history_ : dict of str to list of float
     """
 
-    def __init__(
-        self,
-        handler: Any = None,
-        num_layers_to_drop: int = 2,
-        random_layers: str | Sequence[str] | None = None,
-        fixed_layers: str | Sequence[str] | None = None,
-        n_hidden: int | None = None,
-        dropout: float = 0.0,
-        lr: float = 1e-3,
-        body_lr_mult: float = 1.0,
-        layer_decay: float | None = None,
-        optimizer: str = "adamw",
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        l2sp: float = 0.0,
-        schedule: str | None = "cosine",
-        max_epochs: int = 20,
-        batch_size: int = 32,
-        clip_grad_norm: float | None = None,
-        validation_fraction: float = 0.1,
-        patience: int | None = 5,
-        unfreeze_after: int | None = None,
-        augment: Callable[[Any], Any] | None = None,
-        amp: bool = False,
-        device: Any = None,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        callbacks: Sequence[Callable[[int, dict[str, float]], Any]] | None = None,
-        random_state: int | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.handler = handler
-        self.num_layers_to_drop = num_layers_to_drop
-        self.random_layers = random_layers
-        self.fixed_layers = fixed_layers
-        self.n_hidden = n_hidden
-        self.dropout = dropout
-        self.lr = lr
-        self.body_lr_mult = body_lr_mult
-        self.layer_decay = layer_decay
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.l2sp = l2sp
-        self.schedule = schedule
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.clip_grad_norm = clip_grad_norm
-        self.validation_fraction = validation_fraction
-        self.patience = patience
-        self.unfreeze_after = unfreeze_after
-        self.augment = augment
-        self.amp = amp
-        self.device = device
-        self.checkpoint_dir = checkpoint_dir
-        self.callbacks = callbacks
-        self.random_state = random_state
-        self.progress = progress
+    _own_params = (
+        Param("num_layers_to_drop", 2, int, "int",
+              "Layers removed from the top (Xfer's default 2: the output layer and the one "
+              "below)."),
+        Param("random_layers", None, str | Sequence[str] | None, "str or list of str, optional",
+              "Layers (names or globs from ``ModelHandler.layer_names``, or container "
+              "modules) whose weights are re-initialised. They train at the full rate ``lr``."),
+        Param("fixed_layers", None, str | Sequence[str] | None, "str or list of str, optional",
+              "Layers frozen during training (no gradients; BatchNorm statistics fixed). A "
+              "layer in both lists keeps its new random weights (random features)."),
+        HEAD_PARAMS["n_hidden"],
+        HEAD_PARAMS["dropout"],
+    )
+    # Xfer trains every kept layer at one rate
+    _param_defaults = {"body_lr_mult": 1.0}
+
+    num_layers_to_drop: int
+    random_layers: str | Sequence[str] | None
+    fixed_layers: str | Sequence[str] | None
+    n_hidden: int | None
+    dropout: float
 
     @classmethod
     def _test_instance(cls, handler: Any) -> RandomFreezeRepurposer:

@@ -12,6 +12,11 @@ Resumed runs are exact: each epoch seeds torch's generator and its own shuffling
 from ``(seed, epoch)``, so an epoch's randomness does not depend on what ran before it,
 and the checkpoint holds everything else (weights, optimiser, scheduler, scaler, early
 stopping state). The caller's global RNG state is restored after training.
+
+The data streams: the loop reads a :class:`~repurpose.repurposers._train_data.Split` (a
+source plus labels) batch by batch, so memory does not grow with the number of samples.
+The run id of a checkpoint hashes the settings, the network's shapes and a cheap data
+fingerprint (labels, sample count, file names and sizes, a few decoded samples).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +41,14 @@ from repurpose._validation import check_choice, check_int, check_number
 from repurpose.repurposers._checkpoint import load_checkpoint, save_checkpoint
 from repurpose.repurposers._freezing import set_train_mode
 from repurpose.repurposers._param_groups import l2sp_penalty
+from repurpose.repurposers._train_data import Source, Split, TensorSource, epoch_batches
 
-__all__ = ["TrainSettings", "Trainer", "predict_logits", "split_validation", "lr_factor"]
+__all__ = ["TrainSettings", "Trainer", "as_split", "predict_logits", "split_validation",
+           "lr_factor"]
 
 Inputs = tuple[torch.Tensor, ...]
+# What the loop accepts: a Split, or (for in-memory data) a tuple of input tensors + labels.
+Data = Split | Inputs
 Callback = Callable[[int, dict[str, float]], Any]
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -68,6 +77,7 @@ class TrainSettings:
     progress: bool = True
     checkpoint_dir: str | os.PathLike | None = None
     callbacks: Sequence[Callback] = ()
+    num_workers: int = 0
 
     def validate(self) -> None:
         """Check the values; raise ``ValueError`` naming the bad one."""
@@ -75,6 +85,7 @@ class TrainSettings:
         check_choice("schedule", self.schedule, (*SCHEDULES, None))
         for name in ("max_epochs", "batch_size"):
             check_int(name, getattr(self, name), 1)
+        check_int("num_workers", self.num_workers, 0)
         check_number("lr", self.lr, 0, low_open=True)
         for name in ("weight_decay", "l2sp"):
             check_number(name, getattr(self, name), 0)
@@ -105,36 +116,33 @@ def lr_factor(schedule: str | None, step: int, total: int) -> float:
 def split_validation(
     y: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Indices ``(train, val)``; stratified when every class can give one example."""
+    """Indices ``(train, val)``: a stratified hold-out that never takes a class's last sample.
+
+    Every class with two or more samples gives about ``fraction`` of them (at least one,
+    never all). When that would hold out too many (many small classes), a random choice of
+    those classes gives one sample each. Classes with a single sample stay in training;
+    when no class has two, there is no validation part (``val`` is None).
+    """
     if fraction <= 0:
         return np.arange(len(y)), None
     if not 0 < fraction < 1:
         raise ValueError(f"validation_fraction={fraction!r}; expected a number in [0, 1)")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
-    n_val = max(1, int(round(fraction * len(y))))
-    if n_val >= len(classes) and counts.min() >= 2:
-        val: list[int] = []
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(y == c))
-            take = min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
-            val.extend(idx[:take])
-        val_idx = np.sort(np.asarray(val))
-    else:
-        val_idx = np.sort(rng.permutation(len(y))[:n_val])
-    if len(val_idx) >= len(y):
+    eligible = classes[counts >= 2]
+    if len(eligible) == 0:
         return np.arange(len(y)), None
-    train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
-    return train_idx, val_idx
-
-
-def _batches(n: int, batch_size: int, order: torch.Tensor | None) -> list[torch.Tensor]:
-    idx = order if order is not None else torch.arange(n)
-    chunks = list(torch.split(idx, batch_size))
-    # A final batch of one breaks BatchNorm in train mode; fold it into the previous one.
-    if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
-    return chunks
+    n_val = max(1, int(round(fraction * len(y))))
+    few = n_val < len(eligible)
+    if few:
+        eligible = np.sort(rng.choice(eligible, n_val, replace=False))
+    val: list[int] = []
+    for c in eligible:
+        idx = rng.permutation(np.flatnonzero(y == c))
+        take = 1 if few else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        val.extend(idx[:take])
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(y)), val_idx), val_idx
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -142,35 +150,48 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
+def as_split(data: Data, y: Any = None) -> Split:
+    """A :class:`Split` as is, or in-memory inputs (a tuple of tensors) with labels."""
+    if isinstance(data, Split):
+        return data
+    if y is None:
+        raise ValueError("labels are needed with a tuple of input tensors")
+    return Split(TensorSource(data), torch.as_tensor(np.asarray(y), dtype=torch.long))
+
+
+def _loader_kw(device: torch.device, num_workers: int, seed: int = 0) -> dict[str, Any]:
+    return {"num_workers": num_workers, "pin_memory": device.type == "cuda", "seed": seed}
+
+
+def _read(data: Split | Source, batches: list[torch.Tensor], device: torch.device,
+          num_workers: int, seed: int = 0) -> Iterator[list[torch.Tensor]]:
+    for xb in data.read(batches, **_loader_kw(device, num_workers, seed)):
+        yield [x.to(device, non_blocking=True) for x in xb]
+
+
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, inputs: Inputs, batch_size: int, device: str | torch.device,
-    amp: bool = False,
+    model: nn.Module, data: Split | Source | Inputs, batch_size: int,
+    device: str | torch.device, amp: bool = False, num_workers: int = 0,
 ) -> torch.Tensor:
-    """Logits of ``model(*inputs)`` in eval mode, batched; returned on the CPU as float32."""
+    """Logits of ``model(*inputs)`` in eval mode, streamed in batches; on the CPU, float32.
+
+    ``data`` is a split, a source, or a tuple of input tensors (all samples, in order).
+    """
     device = torch.device(device)
+    if isinstance(data, tuple):
+        data = TensorSource(data)
     was_training = model.training
     model.eval()
     try:
         out = []
-        for idx in _batches(len(inputs[0]), batch_size, None):
-            xb = [x[idx].to(device) for x in inputs]
+        batches = epoch_batches(len(data), batch_size, merge_single=False)
+        for xb in _read(data, batches, device, num_workers):
             with _autocast(device, amp):
                 out.append(model(*xb).float().cpu())
         return torch.cat(out)
     finally:
         model.train(was_training)
-
-
-def _data_hash(inputs: Inputs, y: torch.Tensor) -> str:
-    h = hashlib.sha256()
-    h.update(y.cpu().numpy().tobytes())
-    for x in inputs:
-        h.update(str(tuple(x.shape)).encode())
-        flat = x.reshape(-1)
-        step = max(1, flat.numel() // 100_000)
-        h.update(flat[::step].float().cpu().numpy().tobytes())
-    return h.hexdigest()
 
 
 class Trainer:
@@ -260,45 +281,59 @@ class Trainer:
         correct = (logits.detach().argmax(1) == yb).sum()
         return loss.detach() * len(yb), correct
 
-    def _train_epoch(self, inputs: Inputs, y: torch.Tensor, epoch: int) -> tuple[float, float]:
+    def _train_epoch(self, data: Split, epoch: int) -> tuple[float, float]:
         s = self.settings
         head_only = s.unfreeze_after is not None and epoch < s.unfreeze_after
         for p in self.body_params:
             p.requires_grad_(not head_only)
         set_train_mode(self.model, self.frozen_norms + (self.body_norms if head_only else []))
-        gen = torch.Generator().manual_seed(s.seed * 100_003 + epoch)
-        order = torch.randperm(len(y), generator=gen)
+        epoch_seed = s.seed * 100_003 + epoch
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch_seed))
+        batches = epoch_batches(len(data), s.batch_size, order)
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for idx in _batches(len(y), s.batch_size, order):
-            xb = [x[idx].to(self.device, non_blocking=True) for x in inputs]
+        for xb, idx in zip(_read(data, batches, self.device, s.num_workers, epoch_seed),
+                           batches, strict=True):
             if s.augment is not None:
                 xb = list(s.augment(*xb)) if len(xb) > 1 else [s.augment(xb[0])]
-            loss, ok = self._step(xb, y[idx].to(self.device, non_blocking=True))
+            loss, ok = self._step(xb, data.y[idx].to(self.device, non_blocking=True))
             total += loss
             correct += ok
         for p in self.body_params:
             p.requires_grad_(True)
-        return total.item() / len(y), correct.item() / len(y)
+        return total.item() / len(data), correct.item() / len(data)
 
-    def evaluate(self, inputs: Inputs, y: torch.Tensor) -> tuple[float, float]:
+    def evaluate(self, data: Data, y: Any = None) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the current model on a data set."""
-        logits = predict_logits(self.model, inputs, self.settings.batch_size, self.device,
-                                self.settings.amp)
-        loss = F.cross_entropy(logits, y.cpu()).item()
-        return loss, (logits.argmax(1) == y.cpu()).float().mean().item()
+        split = as_split(data, y)
+        logits = predict_logits(self.model, split, self.settings.batch_size, self.device,
+                                self.settings.amp, self.settings.num_workers)
+        labels = split.y.cpu()
+        loss = F.cross_entropy(logits, labels).item()
+        return loss, (logits.argmax(1) == labels).float().mean().item()
 
     # -- the whole run ----------------------------------------------------------------
-    def fit(
-        self, inputs: Inputs, y: torch.Tensor, val: tuple[Inputs, torch.Tensor] | None = None
-    ) -> dict[str, list[float]]:
-        """Train; return the history (also in ``self.history``). Restores the best weights."""
+    def fit(self, data: Data, y: Any = None,
+            val: Split | tuple[Inputs, Any] | None = None) -> dict[str, list[float]]:
+        """Train; return the history (also in ``self.history``). Restores the best weights.
+
+        Parameters
+        ----------
+        data : Split or tuple of Tensor
+            The training data: a split (streamed), or input tensors with labels ``y``.
+        y : array-like, optional
+            Int-coded labels, with a tuple of tensors.
+        val : Split or (tuple of Tensor, labels), optional
+            The validation data for early stopping.
+        """
         s = self.settings
-        steps = len(_batches(len(y), s.batch_size, None))
+        train = as_split(data, y)
+        valid = val if val is None or isinstance(val, Split) else as_split(*val)
+        steps = len(epoch_batches(len(train), s.batch_size))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(s.schedule, step, steps * s.max_epochs)
         )
-        self._run_id = self._identify(inputs, y, val) if s.checkpoint_dir is not None else ""
+        self._run_id = self._identify(train, valid) if s.checkpoint_dir is not None else ""
         self._best: dict[str, torch.Tensor] | None = None
         self._best_loss, self._bad_epochs, start, done = math.inf, 0, 0, False
         if s.checkpoint_dir is not None:
@@ -309,7 +344,7 @@ class Trainer:
                        disable=not s.progress or done, unit="epoch")
             for epoch in range(start, s.max_epochs if not done else start):
                 torch.manual_seed(s.seed * 1_000_003 + epoch)
-                logs = self._run_epoch(epoch, inputs, y, val)
+                logs = self._run_epoch(epoch, train, valid)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "epoch"},
                                 refresh=False)
                 bar.update(1)
@@ -331,19 +366,16 @@ class Trainer:
             callback(epoch, logs)
         return stop
 
-    def _identify(self, inputs: Inputs, y: torch.Tensor,
-                  val: tuple[Inputs, torch.Tensor] | None) -> str:
+    def _identify(self, train: Split, val: Split | None) -> str:
         """A hash of the settings, data and network shapes: a checkpoint must match it."""
-        run = {"settings": self.settings.fingerprint(), "data": _data_hash(inputs, y),
-               "val": None if val is None else _data_hash(*val),
+        run = {"settings": self.settings.fingerprint(), "data": train.fingerprint(),
+               "val": None if val is None else val.fingerprint(),
                "params": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
         return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
 
-    def _run_epoch(
-        self, epoch: int, inputs: Inputs, y: torch.Tensor, val: tuple[Inputs, torch.Tensor] | None
-    ) -> dict[str, float]:
-        loss, acc = self._train_epoch(inputs, y, epoch)
-        val_loss, val_acc = self.evaluate(*val) if val is not None else (math.nan, math.nan)
+    def _run_epoch(self, epoch: int, train: Split, val: Split | None) -> dict[str, float]:
+        loss, acc = self._train_epoch(train, epoch)
+        val_loss, val_acc = self.evaluate(val) if val is not None else (math.nan, math.nan)
         logs = {"epoch": float(epoch), "loss": loss, "acc": acc, "val_loss": val_loss,
                 "val_acc": val_acc, "lr": max(g["lr"] for g in self.optimizer.param_groups)}
         for k, v in logs.items():
