@@ -60,6 +60,7 @@ def _saved(obj: Any, model_dir: str | os.PathLike[str] | None, kind: str) -> str
     target = path / kind
     if kind == "handler":
         obj.save(target)
+        type(obj).load(target)  # fails here, with the reason, if it needs the user's code
     else:
         obj.save(target, include_handler=True)
     return os.fspath(target)
