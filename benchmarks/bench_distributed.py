@@ -5,7 +5,7 @@ one intra-op thread, so 2 actors use the 2 cores the way 2 machines would use th
 local run uses 1 thread too (the per-worker rate) and then 2 threads (one process using the
 whole machine). Prints JSON.
 
-    python benchmarks/bench_distributed.py [--images 128] [--rounds 2]
+    python benchmarks/bench_distributed.py [--images 128] [--rounds 2] [--quick]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _images(n: int, out: Path) -> Path:
 def _local(handler: rp.ModelHandler, folder: Path, threads: int) -> float:
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    feats = handler.extract(folder, LAYER, batch_size=16, progress=False)
+    feats = handler.extract(str(folder), LAYER, batch_size=16, progress=False)
     return len(feats[LAYER]) / (time.perf_counter() - start)
 
 
@@ -63,7 +63,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 8 images, 1 round")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.rounds = 8, 1
+    if not REAL.is_dir():
+        print(json.dumps({"skipped": f"real material not found at {REAL}"}))
+        return
     import ray
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per Ray worker

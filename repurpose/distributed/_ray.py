@@ -129,9 +129,11 @@ def _map(dataset: Any, actor: type, kwargs: dict[str, Any], batch_size: int,
         raise ValueError(f"batch_size={batch_size!r}; use a positive int")
     if num_actors is not None and (not isinstance(num_actors, int) or num_actors < 1):
         raise ValueError(f"num_actors={num_actors!r}; use a positive int or None (Ray decides)")
-    concurrency = num_actors if num_actors is not None else (1, max(1, os.cpu_count() or 1))
+    ray = _ray()
+    pool = ray.data.ActorPoolStrategy(size=num_actors) if num_actors is not None else \
+        ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, os.cpu_count() or 1))
     return dataset.map_batches(
-        actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, concurrency=concurrency,
+        actor, fn_constructor_kwargs=kwargs, batch_size=batch_size, compute=pool,
         batch_format="numpy", num_gpus=1 if str(device).startswith("cuda") else 0,
     )
 
