@@ -467,6 +467,26 @@ class ModelHandler:
         return handler_from_mxnet(symbol_json, params, **kwargs)
 
     @classmethod
+    def from_onnx(cls, source: Any, preprocess: Preprocess | None = None,
+                  **kwargs: Any) -> ModelHandler:
+        """Import an ONNX model (see :func:`repurpose.onnx.load`).
+
+        Parameters
+        ----------
+        source : str, Path, bytes or onnx.ModelProto
+            The ``.onnx`` file.
+        preprocess : Preprocess, optional
+            How images become the model's input (ONNX files do not say).
+        **kwargs
+            ``input_shape``, ``nchw_input`` go to the importer; ``device`` to the handler.
+        """
+        from repurpose.onnx import load
+
+        device = kwargs.pop("device", "cpu")
+        net, preprocess = load(source, preprocess, **kwargs)
+        return cls(net, preprocess=preprocess, device=device)
+
+    @classmethod
     def from_mxnet_checkpoint(cls, prefix: str | Path, epoch: int = 0,
                               **kwargs: Any) -> ModelHandler:
         """Import an MXNet checkpoint ``<prefix>-symbol.json`` + ``<prefix>-<epoch>.params``.
