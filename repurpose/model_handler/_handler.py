@@ -402,6 +402,17 @@ class ModelHandler:
         }
         return _io.write_handler(path, self.module, meta, self.preprocess)
 
+    def export_onnx(self, path: str | os.PathLike[str], layers: str | Sequence[str] | None = None,
+                    input_shape: Sequence[int] | None = None, opset: int = 17) -> Path:
+        """Write the network, or its part up to ``layers`` (then the outputs), to ONNX.
+
+        See :mod:`repurpose.onnx` and ``docs/onnx.md``; ``input_shape`` defaults to the
+        handler's. Returns the path written.
+        """
+        from repurpose.onnx._export import export_handler
+
+        return export_handler(self, path, layers, input_shape, opset)
+
     @classmethod
     def load(
         cls,

@@ -152,7 +152,9 @@ class Squeeze(nn.Module):
         self.axes = [int(a) for a in axes]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.squeeze(x, tuple(self.axes))
+        for axis in sorted(self.axes, reverse=True):  # one by one: exports to every opset
+            x = x.squeeze(axis)
+        return x
 
 
 @register_op("onnx.unsqueeze")
