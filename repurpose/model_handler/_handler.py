@@ -15,7 +15,7 @@ from torch import nn
 
 from repurpose._exceptions import SurgeryError
 from repurpose.graph import GraphNet
-from repurpose.model_handler import _freeze, _io, _surgery
+from repurpose.model_handler import _freeze, _io, _surgery, _to_graph
 from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
 from repurpose.model_handler._extract import (
     POOLINGS,
@@ -384,8 +384,9 @@ class ModelHandler:
         """Write the handler to the directory ``path``.
 
         A GraphNet saves as ``graph.json`` + ``weights.safetensors`` and loads with no
-        code. Other modules save their state dict; load them with
-        ``ModelHandler.load(path, module=<the same architecture>)``. ``handler.json``
+        code; so does a plain module that torch.fx traces into standard ``torch.nn`` layers
+        and ops (it is converted, keeping its layer names). Other modules save their state
+        dict; load them with ``ModelHandler.load(path, module=<the same architecture>)``. ``handler.json``
         holds the layer list, input shape, preprocessing and frozen layers.
 
         Returns
@@ -400,7 +401,8 @@ class ModelHandler:
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "frozen": self.frozen_layers,
         }
-        return _io.write_handler(path, self.module, meta, self.preprocess)
+        module, meta["not_converted"] = _to_graph.for_saving(self.module, self.input_shape)
+        return _io.write_handler(path, module, meta, self.preprocess)
 
     def export_onnx(self, path: str | os.PathLike[str], layers: str | Sequence[str] | None = None,
                     input_shape: Sequence[int] | None = None, opset: int = 17) -> Path:

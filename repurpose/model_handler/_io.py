@@ -84,6 +84,8 @@ def read_handler(path: str | os.PathLike[str], module: nn.Module | None
                 f"{str(root)!r} holds the weights of a plain torch module "
                 f"({doc.get('module_class', '?')}); build that module and pass it as "
                 "ModelHandler.load(path, module=...)"
+                + (f". It was not converted to a graph: {doc['not_converted']}"
+                   if doc.get("not_converted") else "")
             )
         module = load_graph(root)
     else:

@@ -392,7 +392,7 @@ def _reshape(ctx: ConvertContext) -> None:
                 raise ctx.fail(f"the target shape depends on the batch size on axes {varying}")
     elif batched and target and target[0] == ctx._b.declared_batch:
         target[0] = 0  # the exporter baked in the batch size of its example input
-    ctx.emit("onnx.reshape", {"shape": target})
+    ctx.emit("reshape", {"shape": target})
 
 
 @register_op("Transpose")

@@ -16,7 +16,7 @@ from torch import nn
 from repurpose.graph import register_op
 
 __all__ = [
-    "PaddedConv2d", "Pool", "GlobalPool", "Reshape", "Flatten", "Transpose", "Squeeze",
+    "PaddedConv2d", "Pool", "GlobalPool", "Flatten", "Transpose", "Squeeze",
     "Unsqueeze", "Binary", "Unary", "Clip", "HardSigmoid", "PReluAny", "Softmax2d", "Pad",
     "Resize", "Reduce", "MatMul", "Slice", "Gather", "Split", "Constant", "Cast",
 ]
@@ -102,22 +102,6 @@ class GlobalPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(2, x.dim()))
         return x.mean(dims, keepdim=True) if self.mode == "avg" else x.amax(dims, keepdim=True)
-
-
-@register_op("onnx.reshape")
-class Reshape(nn.Module):
-    """ONNX ``Reshape``: ``0`` copies the input's size on that axis, ``-1`` is inferred."""
-
-    def __init__(self, shape: Sequence[int]) -> None:
-        super().__init__()
-        self.shape = [int(d) for d in shape]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(self.shape)]
-        return x.reshape(shape)
-
-    def extra_repr(self) -> str:
-        return f"shape={self.shape}"
 
 
 @register_op("onnx.flatten")
