@@ -103,6 +103,7 @@ class _Builder:
         self.outputs: list[str] = []
         self.batch_sizes: set[str] = set()  # fx nodes holding x.size(0) / x.shape[0]
         self.shapes: set[str] = set()  # fx nodes holding x.shape
+        self.called: set[str] = set()  # modules already converted
 
     def convert(self, node: fx.Node) -> None:
         if node.op == "placeholder":
@@ -142,6 +143,10 @@ class _Builder:
     # ----- leaf modules ------------------------------------------------------------------
     def _module(self, node: fx.Node) -> None:
         original = self.gm.get_submodule(str(node.target))
+        if node.target in self.called and original.state_dict():
+            raise self._fail(node, f"module {node.target!r} is called more than once (shared "
+                                   "weights); a graph holds one layer per call")
+        self.called.add(str(node.target))
         kind = type(original).__name__
         if type(original) is not getattr(nn, kind, None) or kind not in TORCH_LAYERS:
             raise self._fail(node, f"{type(original).__module__}.{type(original).__qualname__}"
@@ -338,3 +343,23 @@ _METHODS: dict[str, Callable[..., None]] = {
     "sigmoid": _activation("Sigmoid"),
     "tanh": _activation("Tanh"),
 }
+
+
+def load_into(module: nn.Module, net: GraphNet, source: str) -> None:
+    """Copy the weights of a converted graph back into a freshly built ``module`` of the
+    original architecture (``ModelHandler.load(path, module=...)`` on a converted save)."""
+    from repurpose._exceptions import ModelFormatError
+
+    state = {f"{node.name}.{key}": value for node in net.nodes
+             for key, value in net.layer(node.name).state_dict().items()}
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise ModelFormatError(f"cannot load {source} into {type(module).__name__}: "
+                               f"{detail}") from err
+    if missing or unexpected:
+        raise ModelFormatError(
+            f"the weights in {source} do not fit {type(module).__name__}: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; build the module "
+            "exactly as it was when saved")
