@@ -1,6 +1,7 @@
 """Command-line interface: ``repurpose`` (also ``python -m repurpose``)."""
 
 from repurpose.cli import _caffe_cmds, _handler_cmds, _mxnet_cmds, _repurposer_cmds  # noqa: F401
+from repurpose.cli import _onnx_cmds  # noqa: F401
 from repurpose.cli._app import CliError, cli
 
 
