@@ -386,8 +386,8 @@ class ModelHandler:
         A GraphNet saves as ``graph.json`` + ``weights.safetensors`` and loads with no
         code; so does a plain module that torch.fx traces into standard ``torch.nn`` layers
         and ops (it is converted, keeping its layer names). Other modules save their state
-        dict; load them with ``ModelHandler.load(path, module=<the same architecture>)``. ``handler.json``
-        holds the layer list, input shape, preprocessing and frozen layers.
+        dict; load them with ``ModelHandler.load(path, module=<the same architecture>)``.
+        ``handler.json`` holds the layer list, input shape, preprocessing and frozen layers.
 
         Returns
         -------

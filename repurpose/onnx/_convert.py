@@ -287,7 +287,7 @@ class _Builder:
         per_batch = []
         for k in range(len(PROBE_BATCHES)):
             feeds = {n: self.folded[n].values[k] for n in node.input if n}
-            per_batch.append(evaluator.run(None, feeds))
+            per_batch.append(list(evaluator.run(None, feeds)))
         for j, out in enumerate(node.output):
             if out:
                 self.folded[out] = _Folded(tuple(np.asarray(r[j]) for r in per_batch))

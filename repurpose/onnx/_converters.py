@@ -491,6 +491,7 @@ def _pad(ctx: ConvertContext) -> None:
 @register_op("Resize")
 def _resize(ctx: ConvertContext) -> None:
     shape = ctx.shape(0)
+    scales: list[float] | None
     if ctx.opset < 11:
         scales, sizes = _floats(ctx.const(1)), None
         coords = "asymmetric"

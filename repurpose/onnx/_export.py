@@ -94,7 +94,9 @@ def export_handler(handler: Any, path: str | os.PathLike[str],
     if layers is None:
         return export_module(handler.module, path, shape, opset=opset)
     names = handler._resolve(layers)
-    return export_module(_Layers(handler, names, None), path, shape, names, opset)
+    # torch reserves names made of digits (nn.Sequential's layers) for its own values
+    outputs = [f"layer_{n}" if n.isdigit() else n for n in names]
+    return export_module(_Layers(handler, names, None), path, shape, outputs, opset)
 
 
 # ----- repurposers -----------------------------------------------------------------------
@@ -161,6 +163,9 @@ def _f32(a: Any) -> torch.Tensor:
 class _Affine(nn.Module):
     """``x @ weight.T + bias`` followed by softmax (or by a sigmoid for one column)."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("weight", _f32(weight))
@@ -176,6 +181,11 @@ class _Affine(nn.Module):
 
 class _PlattSVM(nn.Module):
     """Linear one-vs-rest SVM decision values, Platt-calibrated and normalised."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, ab: np.ndarray,
                  columns: Sequence[int], binary: bool) -> None:

@@ -7,7 +7,7 @@ so that freezing and ``layer_types`` see ordinary torch layers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +41,9 @@ class PaddedConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int],
                  stride: Sequence[int] = (1, 1), dilation: Sequence[int] = (1, 1),
                  groups: int = 1, bias: bool = True, pads: Sequence[int] = (0, 0, 0, 0)) -> None:
-        super().__init__(in_channels, out_channels, tuple(kernel_size), tuple(stride), 0,
-                         tuple(dilation), groups, bias)
+        kh, kw = kernel_size
+        super().__init__(in_channels, out_channels, (kh, kw), (stride[0], stride[1]), 0,
+                         (dilation[0], dilation[1]), groups, bias)
         self.pads = [int(p) for p in pads]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +156,7 @@ class Unsqueeze(nn.Module):
         return x
 
 
-_BINARY = {
+_BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
     "pow": torch.pow, "max": torch.maximum, "min": torch.minimum,
 }
@@ -191,7 +192,7 @@ class Binary(nn.Module):
         return self.op
 
 
-_UNARY = {
+_UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "neg": torch.neg,
     "abs": torch.abs, "reciprocal": torch.reciprocal, "erf": torch.erf, "floor": torch.floor,
     "ceil": torch.ceil, "softplus": F.softplus, "softsign": F.softsign, "sign": torch.sign,
@@ -407,6 +408,8 @@ class Constant(nn.Module):
         super().__init__()
         self.register_buffer("value", torch.zeros([int(d) for d in shape],
                                                   dtype=torch_dtype(dtype)))
+
+    value: torch.Tensor
 
     def forward(self) -> torch.Tensor:
         return self.value

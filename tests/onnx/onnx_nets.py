@@ -96,7 +96,8 @@ class TinyInception(nn.Module):
         self.lrn = nn.LocalResponseNorm(3)
         self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
         self.b1 = nn.Conv2d(6, 4, 1)
-        self.b2 = nn.Sequential(nn.Conv2d(6, 4, 1), nn.LeakyReLU(0.1), nn.Conv2d(4, 4, 3, padding=1))
+        self.b2 = nn.Sequential(nn.Conv2d(6, 4, 1), nn.LeakyReLU(0.1),
+                                nn.Conv2d(4, 4, 3, padding=1))
         self.b3 = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
         self.prelu = nn.PReLU(14)
         self.fc = nn.Linear(14 * 16 * 16, 3)
