@@ -100,3 +100,16 @@ def test_inception_style_net_converts_or_falls_back(tmp_path) -> None:
     handler.save(tmp_path / "h")
     doc = json.loads((tmp_path / "h" / "handler.json").read_text())
     assert doc["kind"] == "module" and "interpolate" in doc["not_converted"]
+
+
+def test_finetuned_repurposer_on_plain_resnet_loads_without_the_module(tmp_path) -> None:
+    torch.manual_seed(0)
+    handler = rp.ModelHandler(init_bn(TinyResNet()), input_shape=(3, 16, 16))
+    x = _x(12).numpy()
+    rep = rp.FineTuneRepurposer(handler, transfer_layer="layer2.0.relu_1", freeze=None,
+                                max_epochs=1, batch_size=4, random_state=0,
+                                progress=False).fit(x, np.arange(12) % 2)
+    rep.save(tmp_path / "ft")
+    # the body's saved weights use the module's dotted names; the graph accepts them
+    loaded = rp.load(tmp_path / "ft")
+    np.testing.assert_array_equal(loaded.predict_proba(x), rep.predict_proba(x))
