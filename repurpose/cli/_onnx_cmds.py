@@ -7,17 +7,9 @@ from pathlib import Path
 import click
 
 from repurpose.cli._app import CliError, cli, convert, verify
+from repurpose.cli._mxnet_cmds import _shape
 
 __all__ = ["convert_onnx", "verify_onnx", "export"]
-
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise CliError(f"--input-shape {text!r} must look like 3,224,224") from None
 
 
 _SHAPE_HELP = "One input's shape without batch axis, e.g. 3,224,224."

@@ -13,6 +13,7 @@ different sizes; a folded value that differs between the two depends on the batc
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,21 +127,18 @@ class ConvertContext:
     def is_const(self, i: int) -> bool:
         return self.has_input(i) and self.node.input[i] in self._b.folded
 
-    def const(self, i: int, what: str = "", batch_ok: bool = False) -> np.ndarray:
-        """The constant value of input ``i`` (at the first probe batch when ``batch_ok``)."""
+    def const(self, i: int, what: str = "") -> np.ndarray:
+        """The constant value of input ``i`` (``what`` names it in messages)."""
         if not self.is_const(i):
             raise self.fail(f"input {i} {what}must be a constant (an initializer or computed "
                             "from constants only)")
         folded = self._b.folded[self.node.input[i]]
-        if folded.batch_dependent and not batch_ok:
+        if folded.batch_dependent:
             raise self.fail(f"input {i} {what}depends on the batch size")
         return folded.values[0]
 
-    def const_or(self, i: int, default: Any, what: str = "") -> Any:
-        """Input ``i`` as a constant, or ``default`` when the input is absent."""
-        return self.const(i, what) if self.has_input(i) else default
-
     def folded(self, i: int) -> _Folded:
+        """Input ``i`` as folded, at each probe batch (it may depend on the batch size)."""
         return self._b.folded[self.node.input[i]]
 
     def input(self, i: int) -> str:
@@ -458,6 +456,10 @@ def load_net(source: str | Path | bytes | onnx.ModelProto,
         raise UnsupportedLayerError(f"the model uses opset {builder.opset}; opsets "
                                     f"{MIN_OPSET} to {MAX_OPSET} are supported. Upgrade it "
                                     "with onnx.version_converter.convert_version")
+    if builder.opset > MAX_OPSET:
+        warnings.warn(f"the model uses opset {builder.opset}; repurpose is tested with opsets "
+                      f"{MIN_OPSET} to {MAX_OPSET}. Compare the import with "
+                      "repurpose.onnx.verify", stacklevel=2)
     missing: dict[str, list[str]] = {}
     _convert_nodes(builder, model.graph.node, missing)
     if missing:

@@ -479,12 +479,14 @@ def _pad(ctx: ConvertContext) -> None:
         end[_axis(axis, rank)] = pads[i + len(axes)]
     padded = [d for d in range(rank) if begin[d] or end[d]]
     first = padded[0] if padded else rank - 1
+    mode = ctx.attr("mode", "constant")
+    if mode != "constant":
+        if first < 2:
+            raise ctx.fail(f"{mode} padding of the batch or channel axis is not supported")
+        first = 2  # torch pads every spatial axis in these modes
     fpad: list[int] = []
     for d in range(rank - 1, first - 1, -1):
         fpad += [begin[d], end[d]]
-    mode = ctx.attr("mode", "constant")
-    if mode != "constant" and first < 2:
-        raise ctx.fail(f"{mode} padding of the batch or channel axis is not supported")
     ctx.emit("onnx.pad", {"pads": fpad, "mode": mode, "value": value})
 
 
