@@ -71,6 +71,18 @@ def to_graph(module: nn.Module, input_shape: Sequence[int] | None = None) -> Gra
     ------
     UnsupportedLayerError
         Naming the layer (or op) that has no graph equivalent.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2))
+    >>> net = to_graph(module, (3, 4, 4))
+    >>> net.layer_names
+    ['0', '1', '2', '3']
+    >>> x = torch.rand(2, 3, 4, 4)
+    >>> bool(torch.equal(net(x), module(x)))
+    True
     """
     try:
         gm, _ = trace(module)
