@@ -4,7 +4,7 @@ from repurpose.cli import (  # noqa: F401
     _caffe_cmds,
     _handler_cmds,
     _mxnet_cmds,
-    _onnx_cmds,  # noqa: F401
+    _onnx_cmds,
     _repurposer_cmds,
 )
 from repurpose.cli._app import CliError, cli

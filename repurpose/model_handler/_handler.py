@@ -480,9 +480,10 @@ class ModelHandler:
         return handler_from_mxnet(symbol_json, params, **kwargs)
 
     @classmethod
-    def from_onnx(cls, source: Any, preprocess: Preprocess | None = None,
-                  **kwargs: Any) -> ModelHandler:
-        """Import an ONNX model (see :func:`repurpose.onnx.load`).
+    def from_onnx(cls, source: Any, preprocess: Preprocess | None = None, *,
+                  input_shape: Sequence[int] | None = None, nchw_input: bool = True,
+                  device: str | torch.device = "cpu") -> ModelHandler:
+        """Import an ONNX model (see :func:`repurpose.onnx.load` and ``docs/onnx.md``).
 
         Parameters
         ----------
@@ -490,13 +491,17 @@ class ModelHandler:
             The ``.onnx`` file.
         preprocess : Preprocess, optional
             How images become the model's input (ONNX files do not say).
-        **kwargs
-            ``input_shape``, ``nchw_input`` go to the importer; ``device`` to the handler.
+        input_shape : sequence of int, optional
+            One input's shape without the batch axis, when the file leaves it open.
+        nchw_input : bool
+            Drop the NHWC->NCHW transpose of Keras exports, so the net takes NCHW input.
+        device : str or torch.device
+            Where the network runs.
         """
         from repurpose.onnx import load
 
-        device = kwargs.pop("device", "cpu")
-        net, preprocess = load(source, preprocess, **kwargs)
+        net, preprocess = load(source, preprocess, input_shape=input_shape,
+                               nchw_input=nchw_input)
         return cls(net, preprocess=preprocess, device=device)
 
     @classmethod
