@@ -75,6 +75,12 @@ class Pool(nn.Module):
         self._avg = getattr(F, f"avg_pool{n}d")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._pool(x)
+        if self.ceil_mode and any(self.pads):
+            out = self._drop_windows_in_end_padding(x, out)
+        return out
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "max":
             if any(self.pads):
                 x = F.pad(x, self.pads, value=float("-inf"))
@@ -85,6 +91,18 @@ class Pool(nn.Module):
         if any(self.pads) and not self.count_include_pad:
             ones = F.pad(torch.ones_like(x[:1, :1]), self.pads)
             out = out / self._avg(ones, self.kernel_size, self.stride, 0, self.ceil_mode, True)
+        return out
+
+    def _drop_windows_in_end_padding(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """With ``ceil_mode``, ONNX drops a last window that starts in the end padding; torch
+        only sees the padded input here and keeps it."""
+        n = len(self.kernel_size)
+        for axis in range(n):
+            size = int(x.shape[2 + axis])
+            begin = self.pads[2 * (n - 1 - axis)]
+            count = int(out.shape[2 + axis])
+            if (count - 1) * self.stride[axis] >= size + begin:
+                out = out.narrow(2 + axis, 0, count - 1)
         return out
 
     def extra_repr(self) -> str:
