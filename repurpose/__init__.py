@@ -5,7 +5,7 @@
 ['bnn', 'ensemble', 'finetune']
 """
 
-from repurpose import caffe, datasets, graph, metrics, mxnet, plot
+from repurpose import caffe, datasets, graph, metrics, mxnet, onnx, plot
 from repurpose._exceptions import (
     LayerNotFoundError,
     ModelFormatError,
@@ -68,6 +68,7 @@ __all__ = [
     "graph",
     "metrics",
     "mxnet",
+    "onnx",
     "plot",
     # errors
     "LayerNotFoundError",

@@ -1,6 +1,12 @@
 """Command-line interface: ``repurpose`` (also ``python -m repurpose``)."""
 
-from repurpose.cli import _caffe_cmds, _handler_cmds, _mxnet_cmds, _repurposer_cmds  # noqa: F401
+from repurpose.cli import (  # noqa: F401
+    _caffe_cmds,
+    _handler_cmds,
+    _mxnet_cmds,
+    _onnx_cmds,
+    _repurposer_cmds,
+)
 from repurpose.cli._app import CliError, cli
 
 

@@ -53,6 +53,8 @@ def load_model_spec(
         return ModelHandler.from_caffe(path, weights)
     if name.endswith("-symbol.json"):
         return ModelHandler.from_mxnet(path, weights)
+    if name.endswith(".onnx"):
+        return ModelHandler.from_onnx(path)
     if path.is_dir():
         if weights is not None:
             raise ValueError("--weights is for Caffe and MXNet files; a saved directory has them")

@@ -1,6 +1,6 @@
 """The serialisable layer graph that imported networks are built from."""
 
-from repurpose.graph import _ops  # noqa: F401  (registers the generic ops)
+from repurpose.graph import _ops, _torch_ops  # noqa: F401  (register the generic ops)
 from repurpose.graph._graph import (
     FORMAT_NAME,
     GraphNet,

@@ -204,6 +204,7 @@ class GraphNet(nn.Module):
         self._producer = self._validate()
         for node in self.nodes:
             self.add_module(module_name(node.name), build_node(node))
+        self._register_load_state_dict_pre_hook(_accept_dotted_keys, with_module=True)
 
     def _validate(self) -> dict[str, int]:
         producer: dict[str, int] = {}
@@ -333,6 +334,22 @@ class GraphNet(nn.Module):
             raise ModelFormatError(f"graph document lacks the key {err}") from err
         except TypeError as err:
             raise ModelFormatError(f"graph document is malformed: {err}") from err
+
+
+def _accept_dotted_keys(net: GraphNet, state: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Also accept state-dict keys that spell a layer's name with its dots (``layer1.0.conv1.
+    weight``), as the torch module a graph was converted from wrote them."""
+    dotted = {n.name: module_name(n.name) for n in net.nodes if "." in n.name}
+    if not dotted:
+        return
+    for key in [k for k in state if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        cut = rest.rfind(".")
+        while cut > 0:
+            if rest[:cut] in dotted:
+                state[prefix + dotted[rest[:cut]] + rest[cut:]] = state.pop(key)
+                break
+            cut = rest.rfind(".", 0, cut)
 
 
 def save_graph(net: GraphNet, directory: str | Path) -> Path:

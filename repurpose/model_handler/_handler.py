@@ -17,7 +17,7 @@ from repurpose._exceptions import SurgeryError
 from repurpose._imported import ImportedModel
 from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet
-from repurpose.model_handler import _freeze, _io, _shards, _surgery
+from repurpose.model_handler import _freeze, _io, _shards, _surgery, _to_graph
 from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
 from repurpose.model_handler._extract import (
     POOLINGS,
@@ -408,9 +408,10 @@ class ModelHandler:
         """Write the handler to the directory ``path``.
 
         A GraphNet saves as ``graph.json`` + ``weights.safetensors`` and loads with no
-        code. Other modules save their state dict; load them with
-        ``ModelHandler.load(path, module=<the same architecture>)``. ``handler.json``
-        holds the layer list, input shape, preprocessing and frozen layers.
+        code; so does a plain module that torch.fx traces into standard ``torch.nn`` layers
+        and ops (it is converted, keeping its layer names). Other modules save their state
+        dict; load them with ``ModelHandler.load(path, module=<the same architecture>)``.
+        ``handler.json`` holds the layer list, input shape, preprocessing and frozen layers.
 
         Returns
         -------
@@ -424,7 +425,19 @@ class ModelHandler:
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "frozen": self.frozen_layers,
         }
-        return _io.write_handler(path, self.module, meta, self.preprocess)
+        module, meta["not_converted"] = _to_graph.for_saving(self.module, self.input_shape)
+        return _io.write_handler(path, module, meta, self.preprocess)
+
+    def export_onnx(self, path: str | os.PathLike[str], layers: str | Sequence[str] | None = None,
+                    input_shape: Sequence[int] | None = None, opset: int = 17) -> Path:
+        """Write the network, or its part up to ``layers`` (then the outputs), to ONNX.
+
+        See :mod:`repurpose.onnx` and ``docs/onnx.md``; ``input_shape`` defaults to the
+        handler's. Returns the path written.
+        """
+        from repurpose.onnx._export import export_handler
+
+        return export_handler(self, path, layers, input_shape, opset)
 
     @classmethod
     def load(
@@ -518,6 +531,31 @@ class ModelHandler:
         if input_shape is None:
             return cls.from_imported(imported, device)
         return cls(imported.net, input_shape, imported.preprocess, device)
+
+    @classmethod
+    def from_onnx(cls, source: Any, preprocess: Preprocess | None = None, *,
+                  input_shape: Sequence[int] | None = None, nchw_input: bool = True,
+                  device: str | torch.device = "cpu") -> ModelHandler:
+        """Import an ONNX model (see :func:`repurpose.onnx.load` and ``docs/onnx.md``).
+
+        Parameters
+        ----------
+        source : str, Path, bytes or onnx.ModelProto
+            The ``.onnx`` file.
+        preprocess : Preprocess, optional
+            How images become the model's input (ONNX files do not say).
+        input_shape : sequence of int, optional
+            One input's shape without the batch axis, when the file leaves it open.
+        nchw_input : bool
+            Drop the NHWC->NCHW transpose of Keras exports, so the net takes NCHW input.
+        device : str or torch.device
+            Where the network runs.
+        """
+        from repurpose.onnx._api import load
+
+        net, preprocess = load(source, preprocess, input_shape=input_shape,
+                               nchw_input=nchw_input)
+        return cls(net, preprocess=preprocess, device=device)
 
     @classmethod
     def from_mxnet_checkpoint(cls, prefix: str | Path, epoch: int = 0,

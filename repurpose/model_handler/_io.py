@@ -85,8 +85,14 @@ def read_handler(path: str | os.PathLike[str], module: nn.Module | None
                 f"{str(root)!r} holds the weights of a plain torch module "
                 f"({doc.get('module_class', '?')}); build that module and pass it as "
                 "ModelHandler.load(path, module=...)"
+                + (f". It was not converted to a graph: {doc['not_converted']}"
+                   if doc.get("not_converted") else "")
             )
         module = load_graph(root)
+    elif kind == "graph":  # a plain module converted on save (see _to_graph.py)
+        from repurpose.model_handler._to_graph import load_into
+
+        load_into(module, load_graph(root), str(root / WEIGHTS_FILE))
     else:
         _load_weights(module, root / WEIGHTS_FILE)
     return module, doc, _read_preprocess(root, doc)

@@ -277,6 +277,14 @@ class Repurposer(BaseEstimator, abc.ABC):
         return save_repurposer(self, path, include_handler=include_handler)
 
     # Xfer names
+    def export_onnx(self, path: str | Path, input_shape: Any = None, opset: int = 17) -> Path:
+        """Write the fitted repurposer to ONNX: input tensor in, ``probabilities`` out
+        (columns in ``classes_`` order). GP and BNN repurposers do not export (a clear
+        error says so). See ``docs/onnx.md``."""
+        from repurpose.onnx._export import export_repurposer
+
+        return export_repurposer(self, path, input_shape, opset)
+
     def repurpose(self, data: Any) -> Repurposer:
         """Xfer alias of ``fit(data)``; ``data`` yields ``(input, label)`` pairs."""
         return self.fit(data)

@@ -75,3 +75,14 @@ def test_unknown_layout_is_refused():
     net = _net()
     with pytest.raises(ValueError, match=r"layout='nhwc'; expected one of"):
         GraphNet(net.nodes, net.input_names, net.output_names, layout="nhwc")
+
+
+def test_dotted_layer_names_accept_dotted_state_keys():
+    node = Node("block.fc", "linear", ("x",), ("y",), {"in_features": 2, "out_features": 2})
+    net = GraphNet([node], ["x"], ["y"])
+    weight = torch.arange(4.0).reshape(2, 2)
+    net.load_state_dict({"block.fc.weight": weight, "block.fc.bias": torch.ones(2)})
+    assert torch.equal(net.layer("block.fc").weight, weight)
+    wrapped = torch.nn.Sequential(net)
+    wrapped.load_state_dict({"0.block.fc.weight": weight * 2, "0.block_fc.bias": torch.zeros(2)})
+    assert torch.equal(net.layer("block.fc").weight, weight * 2)

@@ -181,9 +181,29 @@ def test_module_state_helpers_round_trip():
         assert torch.equal(a, b)
 
 
-def test_plain_module_handler_needs_the_module_back(tmp_path):
+def test_plain_module_handler_loads_without_the_module(tmp_path):
     def build():
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU())
+
+    X = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
+    rep = rp.LogisticRegressionRepurposer(rp.ModelHandler(build()), ["2"], progress=False)
+    rep.fit(X, np.arange(12) % 2)
+    path = rep.save(tmp_path / "rep")
+    # standard layers: converted to a graph on save, so no code is needed to load
+    np.testing.assert_array_equal(rp.load(path).predict_proba(X), rep.predict_proba(X))
+    handler = rp.ModelHandler.load(path / "handler", module=build())
+    np.testing.assert_array_equal(rp.load(path, handler=handler).predict_proba(X),
+                                  rep.predict_proba(X))
+
+
+class _Clamp(torch.nn.Module):
+    def forward(self, x):
+        return x.clamp(0, 1)
+
+
+def test_custom_module_handler_needs_the_module_back(tmp_path):
+    def build():
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), _Clamp())
 
     X = np.random.default_rng(0).random((12, 1, 8, 8), dtype=np.float32)
     rep = rp.LogisticRegressionRepurposer(rp.ModelHandler(build()), ["2"], progress=False)

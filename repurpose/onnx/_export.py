@@ -1,0 +1,303 @@
+"""Export networks and fitted repurposers to ONNX.
+
+The export uses ``torch.onnx.export`` with the TorchScript exporter (``dynamo=False``):
+it needs neither ``onnxscript`` nor a network connection and writes the same file for
+the same model every time. A repurposer exports end to end: the image tensor goes in,
+class probabilities (in ``classes_`` order) come out. For meta-model repurposers the
+feature layers, their pooling, the per-layer standardisation and the concatenation
+are folded into the graph in front of the classifier.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from repurpose._exceptions import RepurposeError
+
+__all__ = ["export_module", "export_handler", "export_repurposer", "register_head",
+           "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+
+
+def export_module(module: nn.Module, path: str | os.PathLike[str], input_shape: Sequence[int],
+                  output_names: Sequence[str] = ("output",), opset: int = DEFAULT_OPSET,
+                  input_name: str = "input") -> Path:
+    """Write ``module`` (one input, batch axis dynamic) to the ONNX file ``path``."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"cannot export to {str(target)!r}: it is a directory; give a file "
+                         "name such as model.onnx")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros((1, *(int(d) for d in input_shape)))
+    param = next(iter(module.parameters()), None)
+    if param is not None:
+        example = example.to(param.device)
+    axes = {name: {0: "batch"} for name in (input_name, *output_names)}
+    modes = [(m, m.training) for m in module.modules()]  # the caller's modules are shared
+    module.eval()
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=[input_name], output_names=list(output_names),
+                              dynamic_axes=axes, do_constant_folding=True)
+        os.replace(tmp, target)
+    except Exception as err:  # torch raises many types for what it cannot export
+        raise RepurposeError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
+    finally:
+        tmp.unlink(missing_ok=True)
+        for m, training in modes:
+            m.training = training
+    return target
+
+
+class _Layers(nn.Module):
+    """Outputs of named layers of a handler's network, through the handler's extraction."""
+
+    def __init__(self, handler: Any, layers: Sequence[str], pooling: str | None) -> None:
+        super().__init__()
+        from repurpose.model_handler._extract import Runner
+
+        self.net = handler.module
+        self.names = list(layers)
+        self.runner = Runner(handler.module, handler._index, self.names, stop_early=True,
+                             pooling=pooling)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.runner(x)
+        return tuple(out[n] for n in self.names)
+
+
+def _input_shape(shape: Sequence[int] | None, where: str) -> tuple[int, ...]:
+    if shape is None:
+        raise ValueError(f"the input shape of {where} is unknown; pass input_shape "
+                         "(one input without the batch axis, e.g. (3, 224, 224))")
+    return tuple(int(d) for d in shape)
+
+
+def export_handler(handler: Any, path: str | os.PathLike[str],
+                   layers: str | Sequence[str] | None = None,
+                   input_shape: Sequence[int] | None = None,
+                   opset: int = DEFAULT_OPSET) -> Path:
+    """Write a handler's network, or its part up to ``layers`` (the outputs), to ONNX."""
+    shape = _input_shape(input_shape or handler.input_shape, "the handler")
+    if layers is None:
+        return export_module(handler.module, path, shape, opset=opset)
+    names = handler._resolve(layers)
+    # torch reserves names made of digits (nn.Sequential's layers) for its own values
+    outputs = [f"layer_{n}" if n.isdigit() else n for n in names]
+    return export_module(_Layers(handler, names, None), path, shape, outputs, opset)
+
+
+# ----- repurposers -----------------------------------------------------------------------
+HeadBuilder = Callable[[Any], nn.Module]
+_HEADS: list[tuple[type, HeadBuilder]] = []  # registered by users
+_BUILTIN: list[tuple[type, HeadBuilder]] = []
+
+
+def register_head(cls: type) -> Callable[[HeadBuilder], HeadBuilder]:
+    """Register how a fitted repurposer class becomes a torch module (image -> probabilities).
+
+    The builder gets the fitted repurposer and returns the module; subclasses match too.
+    """
+
+    def decorator(builder: HeadBuilder) -> HeadBuilder:
+        _HEADS.append((cls, builder))
+        return builder
+
+    return decorator
+
+
+class _Standardise(nn.Module):
+    """Per-layer ``(f - mean) / scale``, then concatenation or the mean over layers."""
+
+    def __init__(self, rep: Any) -> None:
+        super().__init__()
+        self.average = rep.combine == "average"
+        for i, k in enumerate(rep.feature_layers_):
+            self.register_buffer(f"mean{i}", _f32(rep.feature_mean_[k]))
+            self.register_buffer(f"scale{i}", _f32(rep.feature_scale_[k]))
+        self.n = len(rep.feature_layers_)
+
+    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
+        parts = [(f - getattr(self, f"mean{i}")) / getattr(self, f"scale{i}")
+                 for i, f in enumerate(feats)]
+        if self.average:
+            return torch.stack(parts).mean(0)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+class _MetaModel(nn.Module):
+    """Image -> pooled features of the feature layers -> ``combine`` -> classifier."""
+
+    def __init__(self, rep: Any, classifier: nn.Module, standardise: bool = True) -> None:
+        super().__init__()
+        if rep.handler is None:
+            raise RepurposeError(f"{type(rep).__name__} has no handler, so there is no "
+                                 "network to export; set rep.handler to its ModelHandler")
+        self.features = _Layers(rep.handler, rep.feature_layers_, rep.pooling)
+        self.combine = _Standardise(rep) if standardise else None
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.features(x)
+        if self.combine is None:
+            return self.classifier(*feats)
+        return self.classifier(self.combine(*feats))
+
+
+def _f32(a: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a, np.float32))
+
+
+class _Affine(nn.Module):
+    """``x @ weight.T + bias`` followed by softmax (or by a sigmoid for one column)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("weight", _f32(weight))
+        self.register_buffer("bias", _f32(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x @ self.weight.T + self.bias
+        if z.shape[1] == 1:
+            p = torch.sigmoid(z)
+            return torch.cat([1 - p, p], 1)
+        return torch.softmax(z, 1)
+
+
+class _PlattSVM(nn.Module):
+    """Linear one-vs-rest SVM decision values, Platt-calibrated and normalised."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, ab: np.ndarray,
+                 columns: Sequence[int], binary: bool) -> None:
+        super().__init__()
+        self.register_buffer("weight", _f32(weight))
+        self.register_buffer("bias", _f32(bias))
+        self.register_buffer("a", _f32(ab[:, 0]))
+        self.register_buffer("b", _f32(ab[:, 1]))
+        self.columns = list(columns)
+        self.binary = binary
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dec = x @ self.weight.T + self.bias
+        p = torch.sigmoid(-(self.a * dec[:, self.columns] + self.b))
+        if self.binary:
+            return torch.cat([1 - p, p], 1)
+        total = p.sum(1, keepdim=True)
+        uniform = torch.full_like(p, 1.0 / p.shape[1])
+        return torch.where(total > 0, p / torch.where(total > 0, total, torch.ones_like(total)),
+                           uniform)
+
+
+class _Softmax(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(*x), 1)
+
+
+def _register_builtin_heads() -> None:
+    from repurpose.repurposers import (
+        BNNRepurposer,
+        GatedRepurposer,
+        GPRepurposer,
+        LogisticRegressionRepurposer,
+        MLPRepurposer,
+        SVMRepurposer,
+    )
+    from repurpose.repurposers._network import NetworkRepurposer
+
+    if _BUILTIN:
+        return
+
+    def builtin(cls: type) -> Callable[[HeadBuilder], HeadBuilder]:
+        def decorator(builder: HeadBuilder) -> HeadBuilder:
+            _BUILTIN.append((cls, builder))
+            return builder
+
+        return decorator
+
+    @builtin(NetworkRepurposer)
+    def _network(rep: Any) -> nn.Module:
+        return _Softmax(rep.model_)
+
+    @builtin(LogisticRegressionRepurposer)
+    def _lr(rep: Any) -> nn.Module:
+        model = rep.model_
+        return _MetaModel(rep, _Affine(model.coef_, model.intercept_))
+
+    @builtin(MLPRepurposer)
+    def _mlp(rep: Any) -> nn.Module:
+        return _MetaModel(rep, _Softmax(rep.module_))
+
+    @builtin(SVMRepurposer)
+    def _svm(rep: Any) -> nn.Module:
+        if rep.kernel != "linear" or any("ab" not in c for c in rep.calibrators_):
+            raise RepurposeError(
+                f"SVMRepurposer(kernel={rep.kernel!r}, calibration={rep.calibration!r}) does "
+                "not export to ONNX; only kernel='linear' with calibration='sigmoid' does")
+        weight = np.stack([sv.T @ coef for sv, coef in zip(rep.support_vectors_, rep.dual_coef_)])
+        ab = np.stack([c["ab"] for c in rep.calibrators_])
+        binary = rep.n_classes_ == 2
+        columns = [min(1, weight.shape[0] - 1)] if binary else list(range(rep.n_classes_))
+        return _MetaModel(rep, _PlattSVM(weight, rep.intercept_, ab, columns, binary))
+
+    @builtin(GatedRepurposer)
+    def _gated(rep: Any) -> nn.Module:
+        if rep.end_to_end:
+            return _Softmax(rep.model_)
+        return _MetaModel(rep, _Softmax(rep._gate_net()), standardise=False)
+
+    def _no_export(rep: Any) -> nn.Module:
+        raise RepurposeError(
+            f"{type(rep).__name__} does not export to ONNX: its prediction averages over "
+            "samples of a posterior (gpytorch / Bayesian layers), which an ONNX graph cannot "
+            "reproduce to the same probabilities. Export its handler's feature layers with "
+            "handler.export_onnx(path, layers=rep.feature_layers_) and keep the head in Python")
+
+    builtin(GPRepurposer)(_no_export)
+    builtin(BNNRepurposer)(_no_export)
+
+
+def repurposer_module(rep: Any) -> nn.Module:
+    """The torch module (image -> probabilities) of a fitted repurposer."""
+    _register_builtin_heads()
+    rep._check_fitted()
+    for cls, builder in [*reversed(_HEADS), *reversed(_BUILTIN)]:  # subclasses come later
+        if isinstance(rep, cls):
+            return builder(rep)
+    raise RepurposeError(f"{type(rep).__name__} has no ONNX export; register one with "
+                         "repurpose.onnx.register_head")
+
+
+def export_repurposer(rep: Any, path: str | os.PathLike[str],
+                      input_shape: Sequence[int] | None = None,
+                      opset: int = DEFAULT_OPSET) -> Path:
+    """Write a fitted repurposer end to end (input -> ``probabilities``) to ONNX."""
+    module = repurposer_module(rep)
+    handler = getattr(rep, "handler", None)
+    shape = input_shape or getattr(rep, "input_shape_", None) or getattr(
+        handler, "input_shape", None)
+    return export_module(module, path, _input_shape(shape, type(rep).__name__),
+                         ("probabilities",), opset)
