@@ -76,7 +76,7 @@ def export(source: str, output: str, layers: str | None, input_shape: str | None
     if (path / "config.json").is_file() or path.suffix == ".zip":
         if layers is not None:
             raise CliError("--layers is for models; a repurposer exports end to end")
-        from repurpose import load
+        from repurpose.repurposers import load
 
         written = load(path).export_onnx(output, input_shape=shape, opset=opset)
     else:

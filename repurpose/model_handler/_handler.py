@@ -435,7 +435,7 @@ class ModelHandler:
         See :mod:`repurpose.onnx` and ``docs/onnx.md``; ``input_shape`` defaults to the
         handler's. Returns the path written.
         """
-        from repurpose.onnx._export import export_handler
+        from repurpose.model_handler._onnx_export import export_handler
 
         return export_handler(self, path, layers, input_shape, opset)
 

@@ -12,8 +12,8 @@ Examples
 from repurpose.onnx import _converters, _ops  # noqa: F401  (register converters and ops)
 from repurpose.onnx._api import load
 from repurpose.onnx._convert import ConvertContext, list_supported_ops, load_net, register_op
-from repurpose.onnx._export import register_head
 from repurpose.onnx._verify import NodeDiff, VerifyReport, verify
+from repurpose.repurposers._onnx_export import register_head
 
 __all__ = [
     "ConvertContext",

@@ -281,7 +281,7 @@ class Repurposer(BaseEstimator, abc.ABC):
         """Write the fitted repurposer to ONNX: input tensor in, ``probabilities`` out
         (columns in ``classes_`` order). GP and BNN repurposers do not export (a clear
         error says so). See ``docs/onnx.md``."""
-        from repurpose.onnx._export import export_repurposer
+        from repurpose.repurposers._onnx_export import export_repurposer
 
         return export_repurposer(self, path, input_shape, opset)
 

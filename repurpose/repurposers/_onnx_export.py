@@ -1,17 +1,14 @@
-"""Export networks and fitted repurposers to ONNX.
+"""Export fitted repurposers to ONNX end to end: image tensor in, class probabilities out.
 
-The export uses ``torch.onnx.export`` with the TorchScript exporter (``dynamo=False``):
-it needs neither ``onnxscript`` nor a network connection and writes the same file for
-the same model every time. A repurposer exports end to end: the image tensor goes in,
-class probabilities (in ``classes_`` order) come out. For meta-model repurposers the
-feature layers, their pooling, the per-layer standardisation and the concatenation
-are folded into the graph in front of the classifier.
+For meta-model repurposers the feature layers, their pooling, the per-layer standardisation
+and the concatenation are folded into the graph in front of the classifier. Network
+repurposers export their trained module. A head is found through a registry of builders
+(``register_head``), so a user's repurposer class can add its own.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,85 +18,15 @@ import torch
 from torch import nn
 
 from repurpose._exceptions import RepurposeError
+from repurpose.model_handler._onnx_export import (
+    DEFAULT_OPSET,
+    Layers,
+    export_module,
+    input_shape_or_fail,
+)
 
-__all__ = ["export_module", "export_handler", "export_repurposer", "register_head",
-           "DEFAULT_OPSET"]
+__all__ = ["register_head", "repurposer_module", "export_repurposer"]
 
-DEFAULT_OPSET = 17
-
-
-def export_module(module: nn.Module, path: str | os.PathLike[str], input_shape: Sequence[int],
-                  output_names: Sequence[str] = ("output",), opset: int = DEFAULT_OPSET,
-                  input_name: str = "input") -> Path:
-    """Write ``module`` (one input, batch axis dynamic) to the ONNX file ``path``."""
-    target = Path(path)
-    if target.is_dir():
-        raise ValueError(f"cannot export to {str(target)!r}: it is a directory; give a file "
-                         "name such as model.onnx")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros((1, *(int(d) for d in input_shape)))
-    param = next(iter(module.parameters()), None)
-    if param is not None:
-        example = example.to(param.device)
-    axes = {name: {0: "batch"} for name in (input_name, *output_names)}
-    modes = [(m, m.training) for m in module.modules()]  # the caller's modules are shared
-    module.eval()
-    tmp = target.with_name(f".{target.name}.partial")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module, (example,), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=[input_name], output_names=list(output_names),
-                              dynamic_axes=axes, do_constant_folding=True)
-        os.replace(tmp, target)
-    except Exception as err:  # torch raises many types for what it cannot export
-        raise RepurposeError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
-        for m, training in modes:
-            m.training = training
-    return target
-
-
-class _Layers(nn.Module):
-    """Outputs of named layers of a handler's network, through the handler's extraction."""
-
-    def __init__(self, handler: Any, layers: Sequence[str], pooling: str | None) -> None:
-        super().__init__()
-        from repurpose.model_handler._extract import Runner
-
-        self.net = handler.module
-        self.names = list(layers)
-        self.runner = Runner(handler.module, handler._index, self.names, stop_early=True,
-                             pooling=pooling)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.runner(x)
-        return tuple(out[n] for n in self.names)
-
-
-def _input_shape(shape: Sequence[int] | None, where: str) -> tuple[int, ...]:
-    if shape is None:
-        raise ValueError(f"the input shape of {where} is unknown; pass input_shape "
-                         "(one input without the batch axis, e.g. (3, 224, 224))")
-    return tuple(int(d) for d in shape)
-
-
-def export_handler(handler: Any, path: str | os.PathLike[str],
-                   layers: str | Sequence[str] | None = None,
-                   input_shape: Sequence[int] | None = None,
-                   opset: int = DEFAULT_OPSET) -> Path:
-    """Write a handler's network, or its part up to ``layers`` (the outputs), to ONNX."""
-    shape = _input_shape(input_shape or handler.input_shape, "the handler")
-    if layers is None:
-        return export_module(handler.module, path, shape, opset=opset)
-    names = handler._resolve(layers)
-    # torch reserves names made of digits (nn.Sequential's layers) for its own values
-    outputs = [f"layer_{n}" if n.isdigit() else n for n in names]
-    return export_module(_Layers(handler, names, None), path, shape, outputs, opset)
-
-
-# ----- repurposers -----------------------------------------------------------------------
 HeadBuilder = Callable[[Any], nn.Module]
 _HEADS: list[tuple[type, HeadBuilder]] = []  # registered by users
 _BUILTIN: list[tuple[type, HeadBuilder]] = []
@@ -145,7 +72,7 @@ class _MetaModel(nn.Module):
         if rep.handler is None:
             raise RepurposeError(f"{type(rep).__name__} has no handler, so there is no "
                                  "network to export; set rep.handler to its ModelHandler")
-        self.features = _Layers(rep.handler, rep.feature_layers_, rep.pooling)
+        self.features = Layers(rep.handler, rep.feature_layers_, rep.pooling)
         self.combine = _Standardise(rep) if standardise else None
         self.classifier = classifier
 
@@ -299,5 +226,5 @@ def export_repurposer(rep: Any, path: str | os.PathLike[str],
     handler = getattr(rep, "handler", None)
     shape = input_shape or getattr(rep, "input_shape_", None) or getattr(
         handler, "input_shape", None)
-    return export_module(module, path, _input_shape(shape, type(rep).__name__),
+    return export_module(module, path, input_shape_or_fail(shape, type(rep).__name__),
                          ("probabilities",), opset)
