@@ -43,7 +43,8 @@ def convert_caffe(prototxt: str, weights: str | None, output: str, mean: str | N
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="Image to run (default: random input).")
 @click.option("--mean", default=None, help="Mean file or per-channel values (with --image).")
-@click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance.")
+@click.option("--rtol", default=1e-4, show_default=True,
+              help="Tolerance relative to each blob's largest absolute value.")
 @click.option("--atol", default=1e-5, show_default=True, help="Absolute tolerance.")
 def verify_caffe(prototxt: str, weights: str, image: str | None, mean: str | None,
                  rtol: float, atol: float) -> None:
@@ -53,16 +54,23 @@ def verify_caffe(prototxt: str, weights: str, image: str | None, mean: str | Non
     report = run_verify(prototxt, weights, image=image, mean=_mean_option(mean), rtol=rtol,
                         atol=atol)
     width = max([len(r.value) for r in report] + [4])
-    click.echo(f"{'blob'.ljust(width)}  {'layer':<20} {'shape':<20} max_abs_diff")
+    click.echo(f"{'blob'.ljust(width)}  {'layer':<20} {'shape':<20} {'max|diff|':>10} "
+               f"{'max rel':>10}")
     failed = 0
+    worst = 0.0
     for r in report:
         if r.max_abs_diff is None:
-            verdict, diff = "not in OpenCV", "-"
+            verdict, diff, rel = "not in OpenCV", "-", "-"
         else:
-            verdict, diff = ("ok" if r.ok else "MISMATCH"), f"{r.max_abs_diff:.3g}"
+            verdict = "ok" if r.ok else "MISMATCH"
+            diff, rel = f"{r.max_abs_diff:.3g}", f"{r.max_rel_err:.3g}"
             failed += not r.ok
-        click.echo(f"{r.value.ljust(width)}  {r.layer:<20} {str(r.shape):<20} {diff}  {verdict}")
+            worst = max(worst, r.max_rel_err or 0.0)
+        click.echo(f"{r.value.ljust(width)}  {r.layer:<20} {str(r.shape):<20} {diff:>10} "
+                   f"{rel:>10}  {verdict}")
     compared = sum(r.max_abs_diff is not None for r in report)
-    click.echo(f"{compared} blobs compared, {failed} mismatched (rtol={rtol}, atol={atol})")
+    click.echo(f"{compared} blobs compared, {failed} mismatched; largest error relative to "
+               f"the blob's scale {worst:.3g} (ok when max|diff| <= atol + rtol * max|blob|, "
+               f"rtol={rtol}, atol={atol})")
     if failed:
         raise SystemExit(1)

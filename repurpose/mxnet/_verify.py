@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repurpose._compare import compare_to_scale
 from repurpose._exceptions import ModelFormatError, RepurposeError
 from repurpose.graph import GraphNet
 from repurpose.mxnet._convert import load_net
@@ -35,7 +36,7 @@ class NodeDiff:
     value: str
     shape: tuple[int, ...]
     max_abs_diff: float
-    max_rel_diff: float
+    max_rel_diff: float  # max_abs_diff relative to the value's largest absolute value
     ok: bool
 
 
@@ -129,7 +130,8 @@ def verify(symbol_json: str | Path, params: str | Path | None = None,
         An ``.npz`` of recorded outputs (``{value: array}``) to compare with instead of
         running mxnet.
     rtol, atol : float
-        Tolerances (``|a - b| <= atol + rtol * |b|``).
+        Tolerances: ``max|a - b| <= atol + rtol * max|b|`` per value, i.e. the error is
+        judged against the value's scale (see :func:`repurpose.caffe.verify`).
     seed : int
         Seed of the random input.
 
@@ -197,10 +199,6 @@ def _compare(net: GraphNet, feeds: Mapping[str, np.ndarray],
         if got.shape != exp.shape:
             report.rows.append(NodeDiff(key, tuple(exp.shape), float("inf"), float("inf"), False))
             continue
-        diff = np.abs(got - exp)
-        abs_max = float(diff.max()) if diff.size else 0.0
-        rel = diff / np.maximum(np.abs(exp), 1e-12)
-        ok = bool(np.all(diff <= atol + rtol * np.abs(exp)))
-        report.rows.append(NodeDiff(key, tuple(exp.shape), abs_max,
-                                    float(rel.max()) if rel.size else 0.0, ok))
+        abs_max, rel, ok = compare_to_scale(got, exp, rtol, atol)
+        report.rows.append(NodeDiff(key, tuple(exp.shape), abs_max, rel, ok))
     return report
