@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from repurpose._exceptions import ModelFormatError
+from repurpose._exceptions import ModelFormatError, warn_random_weights
 from repurpose.mxnet._convert import load_net
 
 __all__ = ["handler_from_mxnet", "handler_from_mxnet_checkpoint", "checkpoint_paths"]
@@ -35,7 +35,8 @@ def handler_from_mxnet(symbol_json: str | Path | Mapping[str, Any],
     symbol_json : str, Path or dict
         ``model-symbol.json`` (path, JSON text or decoded document).
     params : str, Path, mapping or None
-        ``model-0000.params`` or a ``{name: array}`` dict; None keeps fresh weights.
+        ``model-0000.params`` or a ``{name: array}`` dict; None keeps fresh (random)
+        weights, with a :class:`repurpose.RandomWeightsWarning`.
     input_shape : sequence of int, optional
         Shape of one input *without* the batch axis (``(3, 224, 224)``), as for
         ``ModelHandler``; default: the data variable's ``__shape__`` hint, if any.
@@ -51,6 +52,9 @@ def handler_from_mxnet(symbol_json: str | Path | Mapping[str, Any],
     from repurpose.model_handler import ModelHandler
 
     shape = None if input_shape is None else (1, *(int(d) for d in input_shape))
+    if params is None:
+        name = symbol_json if isinstance(symbol_json, (str, Path)) else "the symbol"
+        warn_random_weights(str(name), "the .params file")
     net = load_net(symbol_json, params, input_shape=shape)
     return ModelHandler(net, input_shape=input_shape, **kwargs)
 

@@ -202,11 +202,20 @@ class Repurposer(BaseEstimator, abc.ABC):
         self
         """
         data, labels = self._prepare(X, y, labels=True, fitting=True)
+        return self._fit_prepared(data, labels, _input_shape(X))
+
+    def _fit_prepared(self, data: Any, labels: Any,
+                      input_shape: tuple[int, ...] | None) -> Repurposer:
+        """``fit`` on what :meth:`_prepare` returned (read the data once, fit and score)."""
         classes, y_enc = _encode(_require_labels(labels))
         if isinstance(data, torch.Tensor):
             _check_n_samples(data, y_enc)
-        self._fit_encoded(data, classes, y_enc, _input_shape(X))
+        self._fit_encoded(data, classes, y_enc, input_shape)
         return self
+
+    def _predict_proba_prepared(self, data: Any) -> np.ndarray:
+        """Checked probabilities for what :meth:`_prepare` returned."""
+        return self._checked_proba(self._predict_proba(data))
 
     def _fit_encoded(self, data: Any, classes: np.ndarray, y: np.ndarray,
                      input_shape: tuple[int, ...] | None) -> None:
