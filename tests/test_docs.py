@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP = "# docs: not run"
 FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+# Pages whose snippets still use placeholder names (`module`, `net`, `X_train`, signature
+# listings): to be made runnable by their owners. Strict: the test fails once they run.
+NOT_YET_RUNNABLE = {"model-handler.md", "network-repurposers.md", "uncertainty.md"}
 RUNNER = """
 import json, sys, traceback
 blocks = json.loads(sys.stdin.read())
@@ -65,8 +68,15 @@ def _scratch_root(tmp: Path) -> Path:
     return root
 
 
+def _params() -> list:
+    later = pytest.mark.xfail(strict=True, reason="snippets not runnable yet")
+    return [pytest.param(p, id=p.relative_to(ROOT).as_posix(),
+                         marks=[later] if p.name in NOT_YET_RUNNABLE else [])
+            for p in PAGES]
+
+
 @pytest.mark.realdata
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("page", _params())
 def test_page_snippets_run(page, tmp_path):
     blocks = python_blocks(page.read_text())
     if not blocks:
