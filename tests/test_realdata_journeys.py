@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import repurpose as rp
+from repurpose.repurposers import get_repurposer_class
 
 pytestmark = pytest.mark.realdata
 
@@ -102,7 +103,7 @@ def test_lr_on_every_train_image_reaches_the_stated_val_accuracy(flower_features
 @pytest.mark.parametrize("name", ["lr", "gp"])
 def test_three_line_api_on_str_paths_then_a_fresh_process_predicts_names(
         name, squeezenet, subset, tmp_path):
-    cls = rp.get_repurposer_class(name)
+    cls = get_repurposer_class(name)
     rep = cls(squeezenet, feature_layers=[LAYER], progress=False)
     rep.fit(str(subset / "train"))
     pred = rep.predict(str(subset / "val"))
