@@ -16,6 +16,7 @@ __all__ = [
     "SurgeryError",
     "NotFittedError",
     "UnsafeFileError",
+    "RandomWeightsWarning",
 ]
 
 
@@ -45,3 +46,18 @@ class NotFittedError(RepurposeError, _SklearnNotFittedError):
 
 class UnsafeFileError(RepurposeError, ValueError):
     """A saved file would need code execution (for example a pickle) to load, and was refused."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """A network was built without its weights file, so it runs on random weights."""
+
+
+def warn_random_weights(model: str, weights: str) -> None:
+    """Warn that ``model`` was imported without its weights file."""
+    import warnings
+
+    warnings.warn(
+        f"{model!r} was imported without weights, so its layers are random: features and "
+        f"predictions are meaningless. Pass {weights} to import the trained network.",
+        RandomWeightsWarning, stacklevel=3,
+    )

@@ -82,7 +82,7 @@ def test_extract_image_folder(tmp_path, saved_graph):
                                  "--layers", "relu1", "--out", str(tmp_path / "o.npz")])
     assert r.exit_code == 0, r.output
     with np.load(tmp_path / "o.npz") as z:
-        assert z["relu1"].shape == (2, 4) and z["labels"].tolist() == [0, 1]
+        assert z["relu1"].shape == (2, 4) and z["labels"].tolist() == ["a", "b"]
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path, saved_graph, saved_plain):

@@ -4,11 +4,23 @@ This ``__init__`` is the package's public face: it re-exports the importer (the 
 modules, which return an :class:`~repurpose.ImportedModel` and never import the handler)
 and :func:`handler_from_caffe`, which lives with :class:`~repurpose.ModelHandler`.
 
->>> import repurpose as rp                                     # doctest: +SKIP
->>> net = rp.caffe.load_net("deploy.prototxt", "weights.caffemodel")   # doctest: +SKIP
->>> model = rp.caffe.import_model("deploy.prototxt", "weights.caffemodel")  # doctest: +SKIP
+>>> import tempfile
+>>> from pathlib import Path
+>>> import repurpose as rp
+>>> proto = Path(tempfile.mkdtemp()) / "deploy.prototxt"
+>>> _ = proto.write_text(
+...     'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8 '
+...     'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+...     'convolution_param { num_output: 4 kernel_size: 3 } } '
+...     'layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }')
+>>> net = rp.caffe.load_net(proto)  # with a .caffemodel as 2nd argument: trained weights
+>>> net.layer_names
+['conv1', 'relu1']
+
+With the weights and the mean, as a handler (``docs/caffe.md`` runs this on SqueezeNet):
+
 >>> handler = rp.caffe.handler_from_caffe("deploy.prototxt", "weights.caffemodel",
-...                                       mean="mean.binaryproto")     # doctest: +SKIP
+...                                       mean=(104, 117, 123))  # doctest: +SKIP
 """
 
 # registers the caffe.* graph ops and the converters beyond _layers

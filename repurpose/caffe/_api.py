@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from repurpose._exceptions import warn_random_weights
 from repurpose._imported import ImportedModel
 from repurpose.caffe import _convert, _parse, _preprocess
 
@@ -35,7 +36,8 @@ def import_model(
     prototxt : str or Path
         Net definition (deploy or train_val prototxt).
     weights : str or Path, optional
-        The ``.caffemodel``.
+        The ``.caffemodel``. Without it the layers are freshly initialised (random): a
+        :class:`repurpose.RandomWeightsWarning` says so.
     mean : str, Path, sequence of float or ndarray, optional
         A ``.binaryproto``/``.npy`` mean image, per-channel values, or an array, in the
         model's channel order (BGR for Caffe models) on the 0-255 scale. Default: the
@@ -64,6 +66,8 @@ def import_model(
     blobs = None
     if weights is not None:
         blobs = _parse.read_caffemodel(weights, ceil_mode=spec.ceil_mode_schema)
+    else:
+        warn_random_weights(str(prototxt), "the .caffemodel")
     net = _convert.convert_spec(spec, blobs, input_shape=input_shape).eval()
     first = net.input_names[0]
     shape = net.input_shapes[first]

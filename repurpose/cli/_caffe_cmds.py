@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from repurpose.cli._app import CliError, cli, convert, verify  # noqa: F401
+from repurpose.cli._options import PreprocessOptions, preprocess_options
 
 __all__ = ["convert_caffe", "verify_caffe"]
-
-
-def _mean_option(value: str | None) -> object:
-    """``--mean`` is a file, or comma-separated per-channel values (BGR for Caffe)."""
-    if value is None or Path(value).exists():
-        return value
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise CliError(f"--mean {value!r} is neither a file nor comma-separated numbers") from None
 
 
 @convert.command("caffe")
@@ -26,13 +15,16 @@ def _mean_option(value: str | None) -> object:
 @click.argument("weights", type=click.Path(dir_okay=False), required=False)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Directory to write the converted model to.")
-@click.option("--mean", default=None,
-              help="Mean file (.binaryproto/.npy) or per-channel values, e.g. 104,117,123.")
-def convert_caffe(prototxt: str, weights: str | None, output: str, mean: str | None) -> None:
-    """Convert a Caffe model (PROTOTXT [WEIGHTS]) into a self-describing directory."""
-    from repurpose.caffe import handler_from_caffe
+@preprocess_options
+def convert_caffe(prototxt: str, weights: str | None, output: str,
+                  prep: PreprocessOptions) -> None:
+    """Convert a Caffe model (PROTOTXT [WEIGHTS]) into a self-describing directory.
 
-    handler = handler_from_caffe(prototxt, weights, mean=_mean_option(mean))
+    The preprocessing options given are stored with it (used by extract, fit, predict).
+    """
+    from repurpose.cli._handler_cmds import load_model_spec
+
+    handler = load_model_spec(prototxt, weights, prep=prep)
     path = handler.save(output)
     click.echo(f"wrote {path} ({len(handler.layer_names)} layers)")
 
@@ -43,26 +35,34 @@ def convert_caffe(prototxt: str, weights: str | None, output: str, mean: str | N
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="Image to run (default: random input).")
 @click.option("--mean", default=None, help="Mean file or per-channel values (with --image).")
-@click.option("--rtol", default=1e-4, show_default=True, help="Relative tolerance.")
+@click.option("--rtol", default=1e-4, show_default=True,
+              help="Tolerance relative to each blob's largest absolute value.")
 @click.option("--atol", default=1e-5, show_default=True, help="Absolute tolerance.")
 def verify_caffe(prototxt: str, weights: str, image: str | None, mean: str | None,
                  rtol: float, atol: float) -> None:
     """Compare every blob of our import of PROTOTXT WEIGHTS with OpenCV's Caffe runtime."""
     from repurpose.caffe import verify as run_verify
 
-    report = run_verify(prototxt, weights, image=image, mean=_mean_option(mean), rtol=rtol,
-                        atol=atol)
+    mean_value = PreprocessOptions(mean=mean).mean_value()
+    report = run_verify(prototxt, weights, image=image, mean=mean_value, rtol=rtol, atol=atol)
     width = max([len(r.value) for r in report] + [4])
-    click.echo(f"{'blob'.ljust(width)}  {'layer':<20} {'shape':<20} max_abs_diff")
+    click.echo(f"{'blob'.ljust(width)}  {'layer':<20} {'shape':<20} {'max|diff|':>10} "
+               f"{'max rel':>10}")
     failed = 0
+    worst = 0.0
     for r in report:
         if r.max_abs_diff is None:
-            verdict, diff = "not in OpenCV", "-"
+            verdict, diff, rel = "not in OpenCV", "-", "-"
         else:
-            verdict, diff = ("ok" if r.ok else "MISMATCH"), f"{r.max_abs_diff:.3g}"
+            verdict = "ok" if r.ok else "MISMATCH"
+            diff, rel = f"{r.max_abs_diff:.3g}", f"{r.max_rel_err:.3g}"
             failed += not r.ok
-        click.echo(f"{r.value.ljust(width)}  {r.layer:<20} {str(r.shape):<20} {diff}  {verdict}")
+            worst = max(worst, r.max_rel_err or 0.0)
+        click.echo(f"{r.value.ljust(width)}  {r.layer:<20} {str(r.shape):<20} {diff:>10} "
+                   f"{rel:>10}  {verdict}")
     compared = sum(r.max_abs_diff is not None for r in report)
-    click.echo(f"{compared} blobs compared, {failed} mismatched (rtol={rtol}, atol={atol})")
+    click.echo(f"{compared} blobs compared, {failed} mismatched; largest error relative to "
+               f"the blob's scale {worst:.3g} (ok when max|diff| <= atol + rtol * max|blob|, "
+               f"rtol={rtol}, atol={atol})")
     if failed:
         raise SystemExit(1)

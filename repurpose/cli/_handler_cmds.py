@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import click
 import numpy as np
 from torch import nn
 
+from repurpose._exceptions import RandomWeightsWarning
 from repurpose.cli._app import cli, convert, verify  # noqa: F401
+from repurpose.cli._options import PreprocessOptions, preprocess_options
 from repurpose.model_handler import ModelHandler
 
 __all__ = ["load_model_spec", "load_entry_point", "load_array_data"]
@@ -27,6 +30,7 @@ def load_model_spec(
     model: str | os.PathLike[str],
     weights: str | os.PathLike[str] | None = None,
     entry_point: str | None = None,
+    prep: PreprocessOptions | None = None,
 ) -> ModelHandler:
     """Build a handler from a model given on the command line.
 
@@ -37,34 +41,51 @@ def load_model_spec(
         ``*-symbol.json`` (``weights``: its ``.params``); or a directory written by
         ``ModelHandler.save`` (or ``repurpose convert``).
     weights : str or Path, optional
-        The weights file of a Caffe or MXNet model.
+        The weights file of a Caffe or MXNet model. Without it the network has random
+        weights: a warning says so.
     entry_point : str, optional
         ``"package.module:function"``; the function takes no arguments and returns the
         ``nn.Module`` (or a ModelHandler) whose weights a saved plain-module handler holds.
+    prep : PreprocessOptions, optional
+        The shared preprocessing options; each one given replaces the model's own.
 
     Returns
     -------
     ModelHandler
     """
-    path = Path(model)
+    prep = prep or PreprocessOptions()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        handler, exclude = _load(Path(model), weights, entry_point, prep)
+    for w in caught:
+        if issubclass(w.category, RandomWeightsWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return prep.apply(handler, exclude)
+
+
+def _load(path: Path, weights: str | os.PathLike[str] | None, entry_point: str | None,
+          prep: PreprocessOptions) -> tuple[ModelHandler, tuple[str, ...]]:
     name = path.name
     weights = None if weights is None else Path(weights)
     if name.endswith(".prototxt"):
-        return ModelHandler.from_caffe(path, weights)
+        # Caffe's own preprocessing fits a mean image to the input (resize, then crop).
+        return ModelHandler.from_caffe(path, weights, mean=prep.mean_value()), ("mean",)
     if name.endswith("-symbol.json"):
-        return ModelHandler.from_mxnet(path, weights)
+        return ModelHandler.from_mxnet(path, weights, input_shape=prep.shape()), ()
     if name.endswith(".onnx"):
-        return ModelHandler.from_onnx(path)
+        return ModelHandler.from_onnx(path, input_shape=prep.shape()), ()
     if path.is_dir():
         if weights is not None:
             raise ValueError("--weights is for Caffe and MXNet files; a saved directory has them")
         if (path / "handler.json").is_file():
             module = None if entry_point is None else load_entry_point(entry_point)
-            return ModelHandler.load(path, module=module)
+            return ModelHandler.load(path, module=module), ()
         if (path / "graph.json").is_file():
             from repurpose.graph import load_graph
 
-            return ModelHandler(load_graph(path))
+            return ModelHandler(load_graph(path)), ()
     if not path.exists():
         raise FileNotFoundError(f"model {str(path)!r} does not exist")
     raise ValueError(
@@ -123,10 +144,14 @@ def load_array_data(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
 @click.argument("model")
 @click.option("--weights", help="Weights file of a Caffe/MXNet model.")
 @click.option("--entry-point", help="module:function that builds the saved plain module.")
-def inspect(model: str, weights: str | None, entry_point: str | None) -> None:
-    """Print the layer table of MODEL."""
-    handler = load_model_spec(model, weights, entry_point)
+@preprocess_options
+def inspect(model: str, weights: str | None, entry_point: str | None,
+            prep: PreprocessOptions) -> None:
+    """Print the layer table of MODEL (output shapes for --input-shape) and its
+    preprocessing."""
+    handler = load_model_spec(model, weights, entry_point, prep)
     click.echo(str(handler.summary()))
+    click.echo(f"preprocessing: {handler.preprocess or 'none (RGB in [0, 1])'}")
 
 
 @cli.command()
@@ -141,18 +166,23 @@ def inspect(model: str, weights: str | None, entry_point: str | None) -> None:
 @click.option("--weights", help="Weights file of a Caffe/MXNet model.")
 @click.option("--entry-point", help="module:function that builds the saved plain module.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@preprocess_options
 def extract(model: str, data: str, layers: str, pooling: str, out: str, batch_size: int,
-            weights: str | None, entry_point: str | None, no_progress: bool) -> None:
+            weights: str | None, entry_point: str | None, no_progress: bool,
+            prep: PreprocessOptions) -> None:
     """Extract features of several layers of MODEL for DATA.
 
-    DATA is an image folder (one subfolder per class) or a .npy/.npz file of inputs.
+    DATA is an image folder (one subfolder per class; the labels stored are the
+    subfolder names) or a .npy/.npz file of inputs.
     """
-    handler = load_model_spec(model, weights, entry_point)
+    handler = load_model_spec(model, weights, entry_point, prep)
     names = [n.strip() for n in layers.split(",") if n.strip()]
     inputs: Any = data
     labels = None
     if Path(data).is_file():
         inputs, labels = load_array_data(data)
+    else:
+        inputs = handler.image_folder(data, on_error=prep.on_error)
     to_dir = not out.endswith(".npz")
     features, found = handler.extract(
         inputs, names, pooling=None if pooling == "none" else pooling, batch_size=batch_size,

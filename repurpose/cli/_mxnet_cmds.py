@@ -7,17 +7,13 @@ from pathlib import Path
 import click
 
 from repurpose.cli._app import CliError, cli, convert, verify  # noqa: F401
+from repurpose.cli._options import PreprocessOptions, parse_ints, preprocess_options
 
 __all__ = ["convert_mxnet", "verify_mxnet"]
 
 
 def _shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
-    except ValueError:
-        raise CliError(f"--input-shape {text!r} must look like 3,224,224") from None
+    return parse_ints(text, "--input-shape", "3,224,224")
 
 
 @convert.command("mxnet")
@@ -25,20 +21,19 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
 @click.argument("params", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Directory to write (graph.json + weights.safetensors + handler.json).")
-@click.option("--input-shape", default=None,
-              help="One input's shape without batch axis, e.g. 3,224,224.")
-def convert_mxnet(symbol: str, params: str, output: str, input_shape: str | None) -> None:
+@preprocess_options
+def convert_mxnet(symbol: str, params: str, output: str, prep: PreprocessOptions) -> None:
     """Convert an MXNet SYMBOL (.json) and PARAMS (.params) into a saved model.
 
     The result loads with ModelHandler.load(OUTPUT) and needs neither mxnet nor the
-    original files.
+    original files. The preprocessing options given are stored with it.
     """
     from repurpose.mxnet import handler_from_mxnet
 
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise CliError(f"output directory {output!r} is not empty; choose a new one")
-    handler = handler_from_mxnet(symbol, params, input_shape=_shape(input_shape))
+    handler = prep.apply(handler_from_mxnet(symbol, params, input_shape=prep.shape()))
     handler.save(out)
     click.echo(f"wrote {out} ({len(handler.layer_names)} layers; "
                f"input shape {handler.input_shape})")

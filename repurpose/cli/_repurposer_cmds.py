@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 import numpy as np
-from torch.utils.data import Dataset
 
 from repurpose.cli._app import CliError, cli, convert, verify  # noqa: F401
+from repurpose.cli._options import PreprocessOptions, preprocess_options
 
 __all__ = ["demo", "fit", "predict"]
 
@@ -67,11 +67,13 @@ def demo(smoke: bool, ks: str | None, layers: str | None, repurposers: str | Non
 @click.option("-o", "--out", required=True, help="Directory (or .zip) to save the repurposer to.")
 @click.option("--no-handler", is_flag=True, help="Do not store the source model in the output.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@preprocess_options
 def fit(data: str | None, repurposer: str, model: str | None, weights: str | None,
         entry_point: str | None, layers: str | None, pooling: str | None,
         features: str | None, params: Sequence[str], out: str, no_handler: bool,
-        no_progress: bool) -> None:
-    """Train a repurposer on DATA (an image folder, one subfolder per class) or --features.
+        no_progress: bool, prep: PreprocessOptions) -> None:
+    """Train a repurposer on DATA (an image folder, one subfolder per class: the subfolder
+    names are the labels) or --features.
 
     \b
     Examples:
@@ -83,10 +85,10 @@ def fit(data: str | None, repurposer: str, model: str | None, weights: str | Non
     if (data is None) == (features is None):
         raise CliError("give either DATA (an image folder) or --features FILE.npz, not both")
     cls = get_repurposer_class(repurposer)
-    handler = None if model is None else _handler(model, weights, entry_point)
+    handler = None if model is None else _handler(model, weights, entry_point, prep)
     kwargs = _constructor_args(cls, params, _split(layers), pooling, not no_progress)
+    rep = cls(handler=handler, **kwargs)
     if features is not None:
-        rep = cls(handler=handler, **kwargs)
         feats, labels = _read_features(features)
         if not hasattr(rep, "fit_features"):
             raise CliError(f"repurposer {repurposer!r} trains on images, not on --features")
@@ -95,10 +97,7 @@ def fit(data: str | None, repurposer: str, model: str | None, weights: str | Non
     else:
         if handler is None:
             raise CliError("DATA needs --model (the source network to repurpose)")
-        rep = cls(handler=handler, **kwargs)
-        folder = _NamedFolder(handler.image_folder(data))
-        rep.fit(folder)
-        accuracy = rep.score(folder)
+        accuracy = _fit_folder(rep, handler.image_folder(data, on_error=prep.on_error))
     rep.save(out, include_handler=not no_handler)
     click.echo(f"fitted {repurposer} ({type(rep).__name__}) on classes "
                f"{', '.join(map(str, rep.classes_.tolist()))}; training accuracy {accuracy:.3f}")
@@ -114,22 +113,28 @@ def fit(data: str | None, repurposer: str, model: str | None, weights: str | Non
 @click.option("--weights", help="Weights file of a Caffe/MXNet model.")
 @click.option("--entry-point", help="module:function that builds the saved plain module.")
 @click.option("--out", help="Write a CSV here (default: print it).")
+@preprocess_options
 def predict(saved: str, data: str | None, features: str | None, model: str | None,
-            weights: str | None, entry_point: str | None, out: str | None) -> None:
+            weights: str | None, entry_point: str | None, out: str | None,
+            prep: PreprocessOptions) -> None:
     """Predict with the repurposer saved at SAVED, for DATA (image folder or .npy/.npz) or
-    --features. The CSV has one row per sample: id, label, and one probability per class."""
+    --features. The CSV has one row per sample: id, label, and one probability per class.
+
+    Preprocessing options given replace those saved with the model."""
     from repurpose.repurposers import load
 
     if (data is None) == (features is None):
         raise CliError("give either DATA or --features FILE.npz, not both")
-    handler = None if model is None else _handler(model, weights, entry_point)
+    handler = None if model is None else _handler(model, weights, entry_point, prep)
     rep = load(saved, handler=handler)
     if features is not None:
         feats, truth = _read_features(features, need_labels=False)
         proba = rep.predict_proba_features(feats)
         ids = [str(i) for i in range(len(proba))]
     else:
-        proba, ids, truth = _predict_data(rep, str(data))
+        if handler is None and rep.handler is not None:
+            rep.handler = prep.apply(rep.handler)
+        proba, ids, truth = _predict_data(rep, str(data), prep.on_error)
     labels = rep.classes_[np.argmax(proba, axis=1)]
     _write_csv(out, ids, labels, proba, rep.classes_)
     if truth is not None and len(truth) == len(labels):
@@ -137,24 +142,19 @@ def predict(saved: str, data: str | None, features: str | None, model: str | Non
 
 
 # ----- helpers ---------------------------------------------------------------------------
-class _NamedFolder(Dataset):
-    """An ImageFolder whose labels are the class (subfolder) names."""
-
-    def __init__(self, folder: Any) -> None:
-        self.folder = folder
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    def __getitem__(self, index: int) -> tuple[Any, str]:
-        x, label = self.folder[index]
-        return x, self.folder.classes[label]
+def _fit_folder(rep: Any, folder: Any) -> float:
+    """Fit on an image folder, reading (and extracting) it once; the training accuracy."""
+    data, labels = rep._prepare(folder, None, labels=True, fitting=True)
+    rep._fit_prepared(data, labels, None)
+    pred = rep.classes_[np.argmax(rep._predict_proba_prepared(data), axis=1)]
+    return float(np.mean(pred == np.asarray(labels)))
 
 
-def _handler(model: str, weights: str | None, entry_point: str | None) -> Any:
+def _handler(model: str, weights: str | None, entry_point: str | None,
+             prep: PreprocessOptions) -> Any:
     from repurpose.cli._handler_cmds import load_model_spec
 
-    return load_model_spec(model, weights, entry_point)
+    return load_model_spec(model, weights, entry_point, prep)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -204,7 +204,7 @@ def _read_features(path: str, need_labels: bool = True) -> tuple[dict[str, np.nd
     return arrays, labels
 
 
-def _predict_data(rep: Any, data: str) -> tuple[np.ndarray, list[str], Any]:
+def _predict_data(rep: Any, data: str, on_error: str) -> tuple[np.ndarray, list[str], Any]:
     path = Path(data)
     if path.is_file():
         from repurpose.cli._handler_cmds import load_array_data
@@ -213,10 +213,13 @@ def _predict_data(rep: Any, data: str) -> tuple[np.ndarray, list[str], Any]:
         return rep.predict_proba(inputs), [str(i) for i in range(len(inputs))], truth
     if rep.handler is None:
         raise CliError("this repurposer was saved without its model; pass --model")
-    folder = rep.handler.image_folder(path)
-    ids = [str(p.relative_to(path)) for p, _ in folder.samples]
-    truth = np.array([folder.classes[i] for _, i in folder.samples])
-    return rep.predict_proba(folder), ids, truth
+    folder = rep.handler.image_folder(path, on_error=on_error)
+    proba = rep.predict_proba(folder)
+    read = set(folder.loaded)
+    samples = [(p, i) for p, i in folder.samples if p in read]
+    ids = [str(p.relative_to(path)) for p, _ in samples]
+    truth = np.array([folder.classes[i] for _, i in samples])
+    return proba, ids, truth
 
 
 def _write_csv(out: str | None, ids: Sequence[str], labels: np.ndarray, proba: np.ndarray,

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from repurpose._preprocess import Preprocess
 
-__all__ = ["ImageFolder", "as_batches", "num_batches", "num_samples", "IMAGE_SUFFIXES"]
+__all__ = [
+    "ImageFolder", "as_batches", "num_batches", "num_samples", "open_data", "IMAGE_SUFFIXES",
+    "ON_ERROR",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+ON_ERROR = ("raise", "skip")
 
 Batch = tuple[torch.Tensor, "np.ndarray | None"]
 
@@ -24,8 +30,11 @@ Batch = tuple[torch.Tensor, "np.ndarray | None"]
 class ImageFolder(Dataset):
     """Images in one subfolder per class, yielding ``(tensor (C, H, W), class index)``.
 
-    Class names are the sorted subfolder names (``classes``); images within a class are
-    sorted by file name. Images load with Pillow as RGB and go through ``preprocess``.
+    Class names are the sorted names of the subfolders that hold images (``classes``);
+    a subfolder without images is no class (a warning names it). Images within a class
+    are sorted by file name. Images load with Pillow as RGB and go through ``preprocess``.
+    Wherever the library reads an ImageFolder (``extract``, ``fit``, ``predict``,
+    ``score``) the labels are the class *names*, so they are the user's own labels.
 
     Parameters
     ----------
@@ -33,48 +42,159 @@ class ImageFolder(Dataset):
         The folder whose subfolders are the classes.
     preprocess : Preprocess, optional
         Applied to each image; the default only converts to a float tensor in [0, 1].
+    on_error : {"raise", "skip"}
+        What an unreadable image does when the folder is read in batches: stop with an
+        error naming the file, or be left out (one warning per pass gives the count and
+        :attr:`skipped` lists the files).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("cat", "dog"):
+    ...     (root / name).mkdir()
+    ...     Image.new("RGB", (4, 4)).save(root / name / "1.png")
+    >>> folder = ImageFolder(root)
+    >>> folder.classes, len(folder)
+    (['cat', 'dog'], 2)
+    >>> [y.tolist() for _, y in folder.batches(batch_size=2)]
+    [['cat', 'dog']]
     """
 
-    def __init__(self, root: str | os.PathLike[str], preprocess: Preprocess | None = None):
+    def __init__(self, root: str | os.PathLike[str], preprocess: Preprocess | None = None,
+                 on_error: str = "raise"):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error={on_error!r}; use 'raise' or 'skip'")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {str(self.root)!r} does not exist")
         self.preprocess = preprocess or Preprocess()
-        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-        if not self.classes:
+        self.on_error = on_error
+        subfolders = sorted(p for p in self.root.iterdir() if p.is_dir())
+        if not subfolders:
             raise ValueError(
                 f"{str(self.root)!r} has no subfolders; put the images of each class in its "
                 "own subfolder (root/cat/1.png, root/dog/2.png)"
             )
-        self.samples: list[tuple[Path, int]] = []
-        for index, name in enumerate(self.classes):
-            files = sorted(
-                p for p in (self.root / name).iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            self.samples.extend((p, index) for p in files)
-        if not self.samples:
+        files = {p.name: _images_in(p) for p in subfolders}
+        empty = [name for name, found in files.items() if not found]
+        self.classes = [name for name, found in files.items() if found]
+        if not self.classes:
             raise ValueError(
                 f"no images found under {str(self.root)!r} (looked for {', '.join(IMAGE_SUFFIXES)})"
             )
+        if empty:
+            warnings.warn(
+                f"image folder {str(self.root)!r}: subfolder(s) {', '.join(map(repr, empty))} "
+                "hold no images and are not classes", UserWarning, stacklevel=2,
+            )
+        self.samples: list[tuple[Path, int]] = [
+            (p, index) for index, name in enumerate(self.classes) for p in files[name]
+        ]
+        self.skipped: list[Path] = []
+        self.loaded: list[Path] = []
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        x, _ = self._load(path)
+        return x, label
+
+    def _load(self, path: Path) -> tuple[torch.Tensor, tuple[int, int]]:
         from PIL import Image, UnidentifiedImageError
 
-        path, label = self.samples[index]
         try:
             with Image.open(path) as image:
-                x = self.preprocess(image)
+                return self.preprocess(image), image.size
         except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
-        return x, label
+            raise ValueError(
+                f"cannot read image {str(path)!r}: {err}; remove it, or pass "
+                "on_error='skip' (ModelHandler.image_folder(path, on_error='skip'), "
+                "CLI --on-error skip) to leave unreadable images out"
+            ) from err
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                seed: int | None = None) -> Iterator[Batch]:
+        """Read the folder in batches of ``(inputs, class names)``.
+
+        Every image must give an input of the same shape; otherwise the error names the
+        file, its size and the fix (a resize in the preprocessing). After a pass,
+        :attr:`loaded` lists the files read (in order) and :attr:`skipped` those left out.
+        """
+        order = np.arange(len(self.samples))
+        if shuffle:
+            order = np.random.default_rng(seed).permutation(len(self.samples))
+        self.skipped, self.loaded = [], []
+        names = np.asarray(self.classes)
+        first: tuple[Path, tuple[int, ...]] | None = None
+        xs: list[torch.Tensor] = []
+        ys: list[int] = []
+        for i in order:
+            path, label = self.samples[int(i)]
+            try:
+                x, size = self._load(path)
+            except ValueError:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append(path)
+                continue
+            if first is None:
+                first = (path, tuple(x.shape))
+            elif tuple(x.shape) != first[1]:
+                raise ValueError(_size_message(path, size, x.shape, first))
+            xs.append(x)
+            ys.append(label)
+            self.loaded.append(path)
+            if len(xs) == batch_size:
+                yield torch.stack(xs), names[ys]
+                xs, ys = [], []
+        if xs:
+            yield torch.stack(xs), names[ys]
+        if self.skipped:
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image(s) under {str(self.root)!r} "
+                f"(first: {str(self.skipped[0])!r}); see ImageFolder.skipped",
+                UserWarning, stacklevel=2,
+            )
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _size_message(path: Path, size: tuple[int, int], shape: Any,
+                  first: tuple[Path, tuple[int, ...]]) -> str:
+    return (
+        f"image {str(path)!r} ({size[0]}x{size[1]} pixels) gives an input of shape "
+        f"{tuple(shape)}, but {str(first[0])!r} gave {first[1]}; images of different sizes "
+        "need a resize in the preprocessing: Preprocess(resize=(H, W)) on the handler "
+        "(CLI: --resize H,W)"
+    )
+
+
+def open_data(data: Any, preprocess: Preprocess | None = None, on_error: str = "raise") -> Any:
+    """``data``, with the path of an image folder turned into an :class:`ImageFolder`."""
+    if isinstance(data, (str, os.PathLike)):
+        return ImageFolder(data, preprocess, on_error)
+    return data
 
 
 def num_samples(data: Any) -> int | None:
-    """The number of samples in ``data``, or None when it cannot be known in advance."""
+    """The number of samples in ``data``, or None when it cannot be known in advance.
+
+    For an image folder (path or :class:`ImageFolder`) this is the number of image files;
+    unreadable ones left out by ``on_error="skip"`` make the data yield fewer.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return len(ImageFolder(data))
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return int(data.shape[0])
     if isinstance(data, DataLoader):
@@ -110,6 +230,7 @@ def as_batches(
     preprocess: Preprocess | None = None,
     shuffle: bool = False,
     seed: int | None = None,
+    on_error: str = "raise",
 ) -> Iterator[Batch]:
     """Iterate over any accepted kind of data in batches.
 
@@ -127,11 +248,15 @@ def as_batches(
         Visit the samples in a random order (not for ``DataLoader``, which has its own).
     seed : int, optional
         Seed of the shuffling order.
+    on_error : {"raise", "skip"}
+        What an unreadable image of an image folder given as a path does (see
+        :class:`ImageFolder`).
 
     Returns
     -------
     iterator of (Tensor, ndarray or None)
-        Float inputs (B, ...) and labels (B,), or None when the data has no labels.
+        Float inputs (B, ...) and labels (B,), or None when the data has no labels. The
+        labels of an image folder are its class names.
 
     Examples
     --------
@@ -141,12 +266,14 @@ def as_batches(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}; use a positive int")
-    if isinstance(data, (str, os.PathLike)):
-        data = ImageFolder(data, preprocess)
+    data = open_data(data, preprocess, on_error)
+    if isinstance(data, ImageFolder):
+        return data.batches(batch_size, shuffle, seed)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return _array_batches(data, batch_size, shuffle, seed)
     if isinstance(data, DataLoader):
-        return (_split(b) for b in data)
+        folder = data.dataset if isinstance(data.dataset, ImageFolder) else None
+        return (_named(_split(b), folder) for b in data)
     if isinstance(data, (Dataset, IterableDataset)):
         return _dataset_batches(data, batch_size, shuffle, seed)
     if isinstance(data, (list, tuple)) and data and isinstance(data[0], (np.ndarray, torch.Tensor)):
@@ -185,9 +312,35 @@ def _dataset_batches(
         )
     iterable = isinstance(data, IterableDataset)
     loader = DataLoader(
-        data, batch_size=batch_size, shuffle=shuffle and not iterable, generator=generator
+        data, batch_size=batch_size, shuffle=shuffle and not iterable, generator=generator,
+        collate_fn=_collate,
     )
     return (_split(b) for b in loader)
+
+
+def _collate(samples: list[Any]) -> Any:
+    try:
+        return default_collate(samples)
+    except RuntimeError as err:
+        if "equal size" not in str(err) and "same size" not in str(err):
+            raise
+        shapes = sorted({tuple(_first(s).shape) for s in samples if hasattr(_first(s), "shape")})
+        raise ValueError(
+            f"samples of one batch have different shapes {shapes}; give every sample the same "
+            "shape (for images: add a resize to the preprocessing)"
+        ) from err
+
+
+def _first(sample: Any) -> Any:
+    return sample[0] if isinstance(sample, (list, tuple)) and sample else sample
+
+
+def _named(batch: Batch, folder: ImageFolder | None) -> Batch:
+    """Class indices of an ImageFolder (read through a user's DataLoader) become names."""
+    x, y = batch
+    if folder is None or y is None:
+        return batch
+    return x, np.asarray(folder.classes)[y.astype(np.int64)]
 
 
 def _split(batch: Any) -> Batch:

@@ -18,7 +18,13 @@ from repurpose._imported import ImportedModel
 from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet
 from repurpose.model_handler import _freeze, _io, _shards, _surgery, _to_graph
-from repurpose.model_handler._data import ImageFolder, as_batches, num_batches, num_samples
+from repurpose.model_handler._data import (
+    ImageFolder,
+    as_batches,
+    num_batches,
+    num_samples,
+    open_data,
+)
 from repurpose.model_handler._extract import (
     POOLINGS,
     DiskWriter,
@@ -289,14 +295,16 @@ class ModelHandler:
     def extract(
         self, data: Any, layers: str | Sequence[str], pooling: str | None = ...,
         batch_size: int = ..., progress: bool = ..., out: str | os.PathLike[str] | None = ...,
-        return_labels: Literal[False] = ..., shard: tuple[int, int] | None = ...,
+        return_labels: Literal[False] = ..., on_error: str = ...,
+        shard: tuple[int, int] | None = ...,
     ) -> dict[str, np.ndarray]: ...
 
     @overload
     def extract(
         self, data: Any, layers: str | Sequence[str], pooling: str | None = ...,
         batch_size: int = ..., progress: bool = ..., out: str | os.PathLike[str] | None = ...,
-        *, return_labels: Literal[True], shard: tuple[int, int] | None = ...,
+        *, return_labels: Literal[True], on_error: str = ...,
+        shard: tuple[int, int] | None = ...,
     ) -> tuple[dict[str, np.ndarray], np.ndarray | None]: ...
 
     def extract(
@@ -308,6 +316,7 @@ class ModelHandler:
         progress: bool = True,
         out: str | os.PathLike[str] | None = None,
         return_labels: bool = False,
+        on_error: str = "raise",
         shard: tuple[int, int] | None = None,
     ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray | None]:
         """Features of several layers from one forward pass per batch.
@@ -334,7 +343,11 @@ class ModelHandler:
             memory use stays bounded for any N; ``index.json`` maps layers to files.
             The returned arrays are read-only memory maps of those files.
         return_labels : bool
-            Also return the labels of the data (None when it has none).
+            Also return the labels of the data (None when it has none). The labels of an
+            image folder are its class (subfolder) names.
+        on_error : {"raise", "skip"}
+            For an image folder given as a path: what an unreadable image does (see
+            :class:`ImageFolder`; an ``ImageFolder`` object keeps its own setting).
         shard : (int, int), optional
             ``(index, count)``: extract only the ``index``-th of ``count`` contiguous blocks
             of rows, into ``<out>/shard-<index>-of-<count>/`` (``out`` is required). Run
@@ -345,6 +358,12 @@ class ModelHandler:
         -------
         dict of str to ndarray, or (dict, ndarray or None)
             ``{layer: features (N, D)}``, in the order requested.
+
+        Raises
+        ------
+        ValueError
+            On inputs with NaN or infinite values, images of different sizes, or inputs
+            the network cannot take (the message says what to set).
 
         Examples
         --------
@@ -362,9 +381,10 @@ class ModelHandler:
         names = self._resolve(layers)
         if not names:
             raise ValueError("no layers requested; see ModelHandler.layer_names")
+        runner = Runner(self.module, self._index, names, stop_early=True, pooling=pooling)
+        data = open_data(data, self.preprocess, on_error)
         if shard is not None:
             data, out = self._shard(data, out, shard)
-        runner = Runner(self.module, self._index, names, stop_early=True, pooling=pooling)
         n = num_samples(data)
         writer = MemoryWriter(names, n) if out is None else DiskWriter(names, n, out)
         labels: list[np.ndarray] = []
@@ -373,7 +393,8 @@ class ModelHandler:
         try:
             with eval_mode(self.module, self._index.modules.values()), torch.no_grad(), runner:
                 for x, y in _progress(batches, num_batches(data, batch_size), progress):
-                    writer.write(to_numpy(runner(x.to(self.device, non_blocking=True))))
+                    _check_finite_batch(x, writer.pos)
+                    writer.write(to_numpy(self._run(runner, x)))
                     if y is None:
                         has_labels = False
                     elif has_labels:
@@ -393,15 +414,37 @@ class ModelHandler:
             raise ValueError("shard= writes one shard's rows to disk: give out=<directory> "
                              "(the same for every shard), then call repurpose.merge_features")
         index, count = _shards.check_shard(shard)
-        if isinstance(data, (str, os.PathLike)):
-            data = ImageFolder(data, self.preprocess)
         data = _shards.shard_data(data, num_samples(data), index, count)
         return data, _shards.shard_dir(out, index, count)
 
-    def image_folder(self, path: str | os.PathLike[str]) -> ImageFolder:
-        """An :class:`ImageFolder` dataset using this handler's ``preprocess``
-        (its ``classes`` attribute names the label indices)."""
-        return ImageFolder(path, self.preprocess)
+    def _run(self, runner: Runner, x: torch.Tensor) -> dict[str, Any]:
+        try:
+            return runner(x.to(self.device, non_blocking=True))
+        except (torch.OutOfMemoryError, NotImplementedError):
+            raise
+        except RuntimeError as err:
+            expected = "" if self.input_shape is None else f" (it declares {self.input_shape})"
+            raise ValueError(
+                f"the network cannot take inputs of shape {tuple(x.shape[1:])}{expected}: "
+                f"{str(err).splitlines()[0]}. Set the preprocessing (resize, crop, ...) so that "
+                "inputs have the shape the network expects"
+            ) from err
+
+    def image_folder(self, path: str | os.PathLike[str], on_error: str = "raise") -> ImageFolder:
+        """An :class:`ImageFolder` dataset using this handler's ``preprocess``.
+
+        Its ``classes`` are the labels that ``extract``, ``fit`` and ``predict`` report.
+
+        Parameters
+        ----------
+        path : str or Path
+            A folder with one subfolder of images per class.
+        on_error : {"raise", "skip"}
+            What an unreadable image does: stop with an error naming it, or be left out
+            with a warning (the folder's ``skipped`` then lists them). The object is
+            accepted wherever a path is (``extract``, ``fit``, ``predict``, ``score``).
+        """
+        return ImageFolder(path, self.preprocess, on_error)
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -591,6 +634,15 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
     return a.index is None or b.index is None or a.index == b.index
+
+
+def _check_finite_batch(x: torch.Tensor, offset: int) -> None:
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(dim=1).nonzero().flatten()
+        raise ValueError(
+            f"inputs contain NaN or infinite values (sample {offset + int(bad[0])}); "
+            "clean or impute them before extracting features"
+        )
 
 
 def _progress(batches: Iterable[Any], total: int | None, progress: bool) -> Iterable[Any]:

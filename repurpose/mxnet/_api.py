@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from repurpose._exceptions import ModelFormatError
+from repurpose._exceptions import ModelFormatError, warn_random_weights
 from repurpose._imported import ImportedModel
 from repurpose._preprocess import Preprocess
 from repurpose.mxnet._convert import load_net
@@ -43,7 +43,8 @@ def import_model(symbol_json: str | Path | Mapping[str, Any],
     symbol_json : str, Path or dict
         ``model-symbol.json`` (path, JSON text or decoded document).
     params : str, Path, mapping or None
-        ``model-0000.params`` or a ``{name: array}`` dict; None keeps fresh weights.
+        ``model-0000.params`` or a ``{name: array}`` dict; None keeps fresh (random)
+        weights, with a :class:`repurpose.RandomWeightsWarning`.
     input_shape : sequence of int, optional
         Shape of one input *without* the batch axis (``(3, 224, 224)``); default: the data
         variable's ``__shape__`` hint, if any. Needed only to size layers when ``params``
@@ -60,6 +61,9 @@ def import_model(symbol_json: str | Path | Mapping[str, Any],
         :func:`repurpose.mxnet.handler_from_mxnet` to do both.
     """
     shape = None if input_shape is None else (1, *(int(d) for d in input_shape))
+    if params is None:
+        name = symbol_json if isinstance(symbol_json, (str, Path)) else "the symbol"
+        warn_random_weights(str(name), "the .params file")
     return ImportedModel(load_net(symbol_json, params, input_shape=shape), preprocess)
 
 

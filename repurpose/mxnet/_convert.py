@@ -224,7 +224,7 @@ class _Builder:
     def add(self, node: Node, weights: Mapping[str, np.ndarray | None]) -> None:
         try:
             module = build_op(node.op, node.attrs)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, RuntimeError) as err:  # torch: e.g. a negative size
             raise ModelFormatError(f"node {node.name!r}: cannot build graph op {node.op!r} "
                                    f"from {node.attrs}: {err}") from err
         state = module.state_dict()

@@ -7,14 +7,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from repurpose._exceptions import ModelFormatError, RepurposeError
-from repurpose.graph import GraphNet
+from repurpose.graph._report import NodeDiff, VerifyReport, compare_net
 from repurpose.mxnet._convert import load_net
 
 __all__ = ["verify", "VerifyReport", "NodeDiff", "REFERENCE_SCRIPT", "mxnet_version"]
@@ -27,45 +25,6 @@ NO_MXNET = (
     "mxnet 1.x, e.g. .venv-mxnet/bin/python (`make mxnet-fixtures` creates it), or "
     "reference= (CLI: --reference) with recorded outputs (.npz)."
 )
-
-
-@dataclass(frozen=True)
-class NodeDiff:
-    """How far one value of the imported net is from the reference."""
-
-    value: str
-    shape: tuple[int, ...]
-    max_abs_diff: float
-    max_rel_diff: float
-    ok: bool
-
-
-@dataclass
-class VerifyReport:
-    """Per-value differences; ``ok`` when every value is within tolerance."""
-
-    rows: list[NodeDiff] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    reference: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for r in self.rows) and not self.missing and bool(self.rows)
-
-    def format(self) -> str:
-        """A table with one line per compared value."""
-        width = max([len(r.value) for r in self.rows] + [5])
-        lines = [f"reference: {self.reference}",
-                 f"{'value':<{width}}  {'shape':<18} {'max|diff|':>10} {'max rel':>10}  ok"]
-        for r in self.rows:
-            lines.append(f"{r.value:<{width}}  {str(r.shape):<18} {r.max_abs_diff:>10.3g} "
-                         f"{r.max_rel_diff:>10.3g}  {'yes' if r.ok else 'NO'}")
-        if self.missing:
-            lines.append(f"not in the imported net: {', '.join(self.missing)}")
-        bad = sum(not r.ok for r in self.rows)
-        lines.append(f"{len(self.rows)} values compared, {bad} outside tolerance: "
-                     + ("OK" if self.ok else "MISMATCH"))
-        return "\n".join(lines)
 
 
 _PROBE = "import sys, mxnet; v = mxnet.__version__; assert isinstance(v, str); sys.stdout.write(v)"
@@ -147,7 +106,8 @@ def verify(symbol_json: str | Path, params: str | Path | None = None,
         An ``.npz`` of recorded outputs (``{value: array}``) to compare with instead of
         running mxnet.
     rtol, atol : float
-        Tolerances (``|a - b| <= atol + rtol * |b|``).
+        Tolerances: ``max|a - b| <= atol + rtol * max|b|`` per value, i.e. the error is
+        judged against the value's scale (see :func:`repurpose.caffe.verify`).
     seed : int
         Seed of the random input.
 
@@ -174,7 +134,7 @@ def verify(symbol_json: str | Path, params: str | Path | None = None,
     else:
         ref, source = _run_reference(Path(symbol_json), None if params is None else Path(params),
                                      feeds, mxnet_python)
-    return _compare(net, feeds, ref, source, rtol, atol)
+    return compare_net(net, feeds, ref, source, rtol, atol)
 
 
 def _inputs(names: Sequence[str], shapes: Mapping[str, Sequence[int]],
@@ -198,27 +158,3 @@ def _inputs(names: Sequence[str], shapes: Mapping[str, Sequence[int]],
                              "(without batch axis) or inputs")
         feeds[name] = rng.normal(size=tuple(shape)).astype(np.float32)
     return feeds
-
-
-def _compare(net: GraphNet, feeds: Mapping[str, np.ndarray],
-             ref: Mapping[str, np.ndarray], source: str, rtol: float, atol: float,
-             ) -> VerifyReport:
-    produced = {v for node in net.nodes for v in node.outputs}
-    wanted = [k for k in ref if k in produced]
-    report = VerifyReport(missing=[k for k in ref if k not in produced and k not in feeds],
-                          reference=source)
-    with torch.no_grad():
-        values = net.run({k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, wanted)
-    for key in wanted:
-        got = values[key].detach().cpu().numpy().astype(np.float64)
-        exp = np.asarray(ref[key], np.float64)
-        if got.shape != exp.shape:
-            report.rows.append(NodeDiff(key, tuple(exp.shape), float("inf"), float("inf"), False))
-            continue
-        diff = np.abs(got - exp)
-        abs_max = float(diff.max()) if diff.size else 0.0
-        rel = diff / np.maximum(np.abs(exp), 1e-12)
-        ok = bool(np.all(diff <= atol + rtol * np.abs(exp)))
-        report.rows.append(NodeDiff(key, tuple(exp.shape), abs_max,
-                                    float(rel.max()) if rel.size else 0.0, ok))
-    return report

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from repurpose._exceptions import RepurposeError
-from repurpose.mxnet._verify import NodeDiff, VerifyReport, _compare
+from repurpose.graph._report import NodeDiff, VerifyReport, compare_net
 from repurpose.onnx._convert import load_net, nhwc_transpose, read_model
 
 if TYPE_CHECKING:
@@ -93,4 +93,4 @@ def verify(source: str | Path | bytes | onnx.ModelProto, inputs: np.ndarray | No
     ref = onnxruntime_outputs(model, {name: ort_x}, produced)
     import onnxruntime
 
-    return _compare(net, {name: x}, ref, f"onnxruntime {onnxruntime.__version__}", rtol, atol)
+    return compare_net(net, {name: x}, ref, f"onnxruntime {onnxruntime.__version__}", rtol, atol)

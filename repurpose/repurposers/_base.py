@@ -202,12 +202,35 @@ class Repurposer(BaseEstimator, abc.ABC):
         self
         """
         data, labels = self._prepare(X, y, labels=True, fitting=True)
-        y_enc = self._encode_labels(_require_labels(labels))
-        self.input_shape_ = _input_shape(X)
+        return self._fit_prepared(data, labels, _input_shape(X))
+
+    def _fit_prepared(self, data: Any, labels: Any,
+                      input_shape: tuple[int, ...] | None) -> Repurposer:
+        """``fit`` on what :meth:`_prepare` returned (read the data once, fit and score)."""
+        classes, y_enc = _encode(_require_labels(labels))
         if isinstance(data, torch.Tensor):
             _check_n_samples(data, y_enc)
-        self._fit(data, y_enc)
+        self._fit_encoded(data, classes, y_enc, input_shape)
         return self
+
+    def _predict_proba_prepared(self, data: Any) -> np.ndarray:
+        """Checked probabilities for what :meth:`_prepare` returned."""
+        return self._checked_proba(self._predict_proba(data))
+
+    def _fit_encoded(self, data: Any, classes: np.ndarray, y: np.ndarray,
+                     input_shape: tuple[int, ...] | None) -> None:
+        """Run ``_fit``; the estimator counts as fitted (``classes_``) only if it succeeds."""
+        self._clear_fitted()
+        self.classes_, self.n_classes_, self.input_shape_ = classes, len(classes), input_shape
+        try:
+            self._fit(data, y)
+        except BaseException:
+            self._clear_fitted()
+            raise
+
+    def _clear_fitted(self) -> None:
+        for name in ("classes_", "n_classes_"):
+            self.__dict__.pop(name, None)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape ``(n, n_classes)``, columns in the order of ``classes_``.
@@ -315,27 +338,10 @@ class Repurposer(BaseEstimator, abc.ABC):
             )
 
     def _encode_labels(self, y: Any) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D (one label per sample); got shape {y.shape}")
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-            raise ValueError("y contains NaN or infinite labels")
-        try:
-            classes, codes = np.unique(y, return_inverse=True)
-        except TypeError as err:
-            raise ValueError(
-                f"labels must be mutually sortable (all str or all numbers); got {err}"
-            ) from err
-        if len(classes) < 2:
-            found = repr(classes[0].item()) if len(classes) else "none"
-            raise ValueError(
-                f"y has a single class ({found}); a repurposer needs at least 2 classes"
-            )
-        self.classes_ = classes
-        self.n_classes_ = len(classes)
-        return codes.astype(np.int64).ravel()
+        """Int codes of ``y``; sets ``classes_`` (kept for subclasses that call it)."""
+        classes, codes = _encode(y)
+        self.classes_, self.n_classes_ = classes, len(classes)
+        return codes
 
     def _checked_proba(self, proba: Any) -> np.ndarray:
         proba = np.asarray(proba, dtype=np.float64)
@@ -456,8 +462,8 @@ class MetaModelRepurposer(Repurposer):
         -------
         self
         """
-        self.input_shape_ = None
-        self._fit(dict(features), self._encode_labels(y))
+        classes, codes = _encode(y)
+        self._fit_encoded(dict(features), classes, codes, None)
         return self
 
     def predict_proba_features(self, features: Mapping[str, Any]) -> np.ndarray:
@@ -646,6 +652,29 @@ def _require_labels(labels: Any) -> Any:
             "(a Dataset, DataLoader or image folder)"
         )
     return labels
+
+
+def _encode(y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted classes of ``y`` and its int64 codes ``0..n_classes-1``."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D (one label per sample); got shape {y.shape}")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinite labels")
+    try:
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError as err:
+        raise ValueError(
+            f"labels must be mutually sortable (all str or all numbers); got {err}"
+        ) from err
+    if len(classes) < 2:
+        found = repr(classes[0].item()) if len(classes) else "none"
+        raise ValueError(
+            f"y has a single class ({found}); a repurposer needs at least 2 classes"
+        )
+    return classes, codes.astype(np.int64).ravel()
 
 
 def _check_n_samples(data: Any, y: np.ndarray) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from caffe_writer import NetWriter
@@ -12,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import repurpose.caffe as rc
-from repurpose._exceptions import RepurposeError
+from repurpose._exceptions import ModelFormatError, RepurposeError
+from repurpose.graph import GraphNet
 
 _DIR = Path(tempfile.mkdtemp(prefix="caffe_fuzz_"))
 
@@ -43,16 +45,23 @@ def mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
     return bytes(buf[:cut] if cut is not None else buf)
 
 
-def _load(proto: bytes, model: bytes) -> None:
+LAYERS = ["conv", "relu", "pool", "bn", "fc"]
+
+
+def _load(proto: bytes, model: bytes) -> Any:
+    """The loaded net, or the RepurposeError it raised (anything else fails the test)."""
     p, m = _DIR / "case.prototxt", _DIR / "case.caffemodel"
     p.write_bytes(proto)
     m.write_bytes(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            rc.load_net(p, m)
-        except RepurposeError:
-            pass
+            net = rc.load_net(p, m)
+        except RepurposeError as err:
+            assert str(err).strip(), "an error must say what is wrong"
+            return err
+    assert isinstance(net, GraphNet) and net.layer_names, "a loaded net must have layers"
+    return net
 
 
 edits = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=4)
@@ -62,7 +71,9 @@ cuts = st.one_of(st.none(), st.integers(0, len(MODEL)))
 @SETTINGS
 @given(edits=edits, cut=cuts)
 def test_mutated_caffemodel(edits: list[tuple[int, int]], cut: int | None) -> None:
-    _load(PROTO, mutate(MODEL, edits, cut))
+    result = _load(PROTO, mutate(MODEL, edits, cut))
+    if isinstance(result, GraphNet):  # weights that still parse fit the same layers
+        assert result.layer_names == LAYERS
 
 
 text_edits = st.lists(st.tuples(st.integers(0, 1 << 16),
@@ -72,9 +83,13 @@ text_edits = st.lists(st.tuples(st.integers(0, 1 << 16),
 @SETTINGS
 @given(edits=text_edits, cut=st.one_of(st.none(), st.integers(0, len(PROTO))))
 def test_mutated_prototxt(edits: list[tuple[int, int]], cut: int | None) -> None:
-    _load(mutate(PROTO, edits, cut), MODEL)
+    result = _load(mutate(PROTO, edits, cut), MODEL)
+    if isinstance(result, GraphNet):
+        assert set(result.layer_names) <= set(LAYERS) | {"data"}
 
 
 @pytest.mark.parametrize("cut", range(0, len(MODEL), max(1, len(MODEL) // 40)))
 def test_every_truncation_is_a_clear_error(cut: int) -> None:
-    _load(PROTO, MODEL[:cut])
+    result = _load(PROTO, MODEL[:cut])
+    assert isinstance(result, ModelFormatError)
+    assert "case.caffemodel" in str(result)  # names the bad file

@@ -151,7 +151,7 @@ def test_extract_from_image_folder_uses_caffe_preprocessing(tmp_path: Path) -> N
     feats, labels = handler.extract(tmp_path / "imgs", ["fc7"], progress=False,
                                     return_labels=True)
     assert feats["fc7"].shape == (4, 5)
-    assert list(labels) == [0, 0, 1, 1]
+    assert list(labels) == ["cat", "cat", "dog", "dog"]
     image = Image.open(tmp_path / "imgs" / "cat" / "0.png").convert("RGB").resize((6, 6),
                                                                                 Image.BILINEAR)
     x = np.asarray(image, np.float32)[:, :, ::-1].transpose(2, 0, 1) - np.array(

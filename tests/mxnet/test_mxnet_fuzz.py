@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mx_helpers import FIXTURES
 
 import repurpose as rp
+from repurpose.graph import GraphNet
 from repurpose.mxnet._params import read_params_bytes
 
 PARAMS = (FIXTURES / "params_v2.params").read_bytes()
@@ -39,7 +41,8 @@ def test_mutated_params(edits, cut, legacy, word) -> None:
         data[pos:pos + 8] = struct.pack("<Q", word[1] % 2**64)
     try:
         arrays = read_params_bytes(bytes(data))
-    except rp.RepurposeError:
+    except rp.RepurposeError as err:
+        assert str(err).strip(), "an error must say what is wrong"
         return
     assert sum(a.nbytes for a in arrays.values()) <= len(data) * 4  # bf16 widens 2x at most
 
@@ -70,16 +73,17 @@ def test_mutated_symbol(node, key, value, drop, rewire, op) -> None:
     if op is not None:
         target["op"] = op
     try:
-        rp.mxnet.load_net(doc, WEIGHTS)
-    except rp.RepurposeError:
-        pass
+        net = rp.mxnet.load_net(doc, WEIGHTS)
+    except rp.RepurposeError as err:
+        assert str(err).strip(), "an error must say what is wrong"
+        return
+    assert isinstance(net, GraphNet) and net.layer_names
+    assert set(net.layer_names) <= {n["name"] for n in doc["nodes"]}
 
 
 @FUZZ
 @given(text=st.text(max_size=200) | st.binary(max_size=200).map(
     lambda b: json.dumps(SYMBOL)[:50] + b.decode("latin-1")))
 def test_garbage_json_text(text) -> None:
-    try:
+    with pytest.raises(rp.RepurposeError, match=r"\S"):
         rp.mxnet.load_net("{" + text)
-    except rp.RepurposeError:
-        pass

@@ -190,3 +190,24 @@ def test_docs_knn_repurposer_is_complete_and_passes_the_checks(tmp_path):
         assert "knn" in rp.list_repurposers()
     finally:
         _REGISTRY.pop("knn", None)
+
+
+def test_a_failed_fit_leaves_the_estimator_unfitted():
+    """Regression: classes_ was set before _fit ran, so a failed fit passed check_is_fitted."""
+    from sklearn.utils.validation import check_is_fitted
+
+    class Failing(Centroid):
+        def _fit_features(self, features, y):
+            raise RuntimeError("solver blew up")
+
+    feats, y = _features()
+    rep = Failing()
+    with pytest.raises(RuntimeError, match="solver blew up"):
+        rep.fit_features(feats, y)
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        check_is_fitted(rep)
+    fitted = Centroid().fit_features(feats, y)
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.fit_features({"a": np.full((4, 4), np.nan), "b": np.zeros((4, 4))}, [0, 1, 0, 1])
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        check_is_fitted(fitted)

@@ -56,3 +56,13 @@ def test_parameter_errors():
         rp.SVMRepurposer(cv=1).fit_features(train, y)
     with pytest.raises(ValueError, match="gamma=-1"):
         rp.SVMRepurposer(gamma=-1).fit_features(train, y)
+
+
+def test_the_default_kernel_is_linear():
+    """CNN features are classified with linear SVMs; RBF lost on the digits demo and on
+    real photos (benchmarks/bench_svm_kernel.py, docs/repurposers.md)."""
+    assert rp.SVMRepurposer().kernel == "linear"
+    train, y = _blobs(8)
+    test, y_test = _blobs(20, seed=0)
+    rep = rp.SVMRepurposer().fit_features(train, y)
+    assert np.mean(rep.predict_features(test) == y_test) > 0.9
