@@ -24,6 +24,7 @@ import numpy as np
 __all__ = ["METHODS", "score", "logme", "leep", "nce", "hscore", "LogMEFit", "logme_fit"]
 
 METHODS = ("logme", "hscore", "leep", "nce")
+_BOUNDS = (1e-12, 1e12)  # range of LogME's alpha and beta
 
 
 def score(features: Any, y: Any, method: str = "logme") -> float:
@@ -134,7 +135,7 @@ def logme(features: Any, y: Any) -> float:
     return logme_fit(features, y).score
 
 
-def logme_fit(features: Any, y: Any, max_iter: int = 100, tol: float = 1e-6) -> LogMEFit:
+def logme_fit(features: Any, y: Any, max_iter: int = 1000, tol: float = 1e-6) -> LogMEFit:
     """LogME with its per-class hyperparameters (see :func:`logme`).
 
     Parameters
@@ -193,12 +194,15 @@ def _fixed_point(s: np.ndarray, z2: np.ndarray, t2: np.ndarray, n: int, max_iter
         gamma = (beta[:, None] * s[None] / denom).sum(axis=1)
         m2 = (beta[:, None] ** 2 * s[None] * z2 / denom**2).sum(axis=1)
         res2 = ((alpha[:, None] / denom) ** 2 * z2).sum(axis=1) + residual_rest
-        new_alpha = gamma / np.maximum(m2, 1e-300)
-        new_beta = (n - gamma) / np.maximum(res2, 1e-300)
-        change = max(np.max(np.abs(new_alpha - alpha) / alpha),
-                     np.max(np.abs(new_beta - beta) / beta))
+        # Bounded: with no signal alpha -> inf; when F interpolates t exactly beta -> inf.
+        new_alpha = np.clip(gamma / np.maximum(m2, 1e-300), _BOUNDS[0], _BOUNDS[1])
+        new_beta = np.clip((n - gamma) / np.maximum(res2, 1e-300), _BOUNDS[0], _BOUNDS[1])
+        change = np.maximum(np.abs(new_alpha - alpha) / alpha, np.abs(new_beta - beta) / beta)
         alpha, beta = new_alpha, new_beta
-        if change < tol:
+        # With no usable signal the optimum is alpha -> infinity (w = 0): alpha grows
+        # without converging, but once gamma (the effective number of weights) is ~0 the
+        # evidence no longer moves.
+        if np.all((change < tol) | (gamma < 1e-9)):
             break
     return alpha, beta
 

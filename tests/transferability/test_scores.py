@@ -39,13 +39,13 @@ def test_logme_maximises_the_evidence_found_by_brute_force(shape):
 
 def _grid_max(evidence) -> float:
     """A log grid over (alpha, beta), refined three times around its best point."""
-    a_grid = b_grid = np.logspace(-4, 4, 41)
+    a_grid = b_grid = np.logspace(-4, 4, 81)
     step = a_grid[1] / a_grid[0]
     for _ in range(4):
         best = max((evidence(a, b), a, b) for a in a_grid for b in b_grid)
-        a_grid = best[1] * np.logspace(-1, 1, 11, base=step)
-        b_grid = best[2] * np.logspace(-1, 1, 11, base=step)
-        step = step ** 0.2
+        a_grid = best[1] * np.logspace(-3, 3, 25, base=step)
+        b_grid = best[2] * np.logspace(-3, 3, 25, base=step)
+        step = step ** 0.25
     return best[0]
 
 
