@@ -1,11 +1,11 @@
 """repurpose: turn trained networks (Caffe, MXNet, PyTorch) into models for new tasks.
 
 >>> import repurpose as rp
->>> sorted(rp.list_repurposers())[:3]
-['bnn', 'ensemble', 'finetune']
+>>> {"lr", "auto"} <= set(rp.list_repurposers())
+True
 """
 
-from repurpose import caffe, datasets, graph, metrics, mxnet, plot
+from repurpose import caffe, datasets, graph, metrics, mxnet, plot, transferability
 from repurpose._calibration import TemperatureScaledRepurposer, calibrate
 from repurpose._exceptions import (
     LayerNotFoundError,
@@ -17,8 +17,10 @@ from repurpose._exceptions import (
     UnsupportedLayerError,
 )
 from repurpose._version import __version__
+from repurpose.transferability import rank_sources
 from repurpose.model_handler import ModelHandler, Preprocess
 from repurpose.repurposers import (
+    AutoRepurposer,
     BNNRepurposer,
     EnsembleRepurposer,
     FineTuneRepurposer,
@@ -53,6 +55,8 @@ __all__ = [
     "GatedRepurposer",
     "EnsembleRepurposer",
     "TemperatureScaledRepurposer",
+    "AutoRepurposer",
+    "rank_sources",
     "register_repurposer",
     "list_repurposers",
     "load",
@@ -64,6 +68,7 @@ __all__ = [
     "metrics",
     "mxnet",
     "plot",
+    "transferability",
     # errors
     "LayerNotFoundError",
     "ModelFormatError",

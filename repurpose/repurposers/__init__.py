@@ -3,6 +3,7 @@
 See :mod:`repurpose.repurposers._base` for the hooks a custom repurposer implements.
 """
 
+from repurpose.repurposers._auto import AutoRepurposer
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
 from repurpose.repurposers._bnn import BNNRepurposer
 from repurpose.repurposers._ensemble import EnsembleRepurposer
@@ -42,4 +43,5 @@ __all__ = [
     "EnsembleRepurposer",
     "GPRepurposer",
     "BNNRepurposer",
+    "AutoRepurposer",
 ]

@@ -75,12 +75,18 @@ class Ranking(list[LayerScore]):
     def __str__(self) -> str:
         header = ("layer", "dims", self.method, "seconds")
         body = [(r.layer, str(r.dims), f"{r.score:.4f}", f"{r.seconds:.3f}") for r in self]
-        widths = [max(len(row[i]) for row in [header, *body]) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(row, widths)))
-                 for row in [header, tuple("-" * w for w in widths), *body]]
-        lines.append(f"features extracted in {self.extract_seconds:.1f} s")
-        return "\n".join(lines)
+        return (format_table(header, body)
+                + f"\nfeatures extracted in {self.extract_seconds:.1f} s")
+
+
+def format_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, the first left-aligned, the others right."""
+    rows = [tuple(header), *map(tuple, body)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    rows.insert(1, tuple("-" * w for w in widths))
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+                      for row in rows)
 
 
 def probe_layers(handler: Any) -> list[str]:
