@@ -74,6 +74,8 @@ class AutoRepurposer(Repurposer):
         The transferability estimate that ranks the layers.
     n_layers : int
         Length of the layer short list.
+    recipe_params : dict of str to dict, optional
+        Extra constructor arguments per recipe, e.g. ``{"gated": {"max_epochs": 20}}``.
     pooling, batch_size, progress
         As for :class:`MetaModelRepurposer`.
 
@@ -113,6 +115,7 @@ class AutoRepurposer(Repurposer):
         recipes: Sequence[str] | None = None,
         method: str = "logme",
         n_layers: int = 2,
+        recipe_params: dict[str, dict[str, Any]] | None = None,
         pooling: str | None = "avg",
         batch_size: int = 64,
         progress: bool = True,
@@ -125,6 +128,7 @@ class AutoRepurposer(Repurposer):
         self.recipes = recipes
         self.method = method
         self.n_layers = n_layers
+        self.recipe_params = recipe_params
         self.pooling = pooling
         self.batch_size = batch_size
         self.progress = progress
@@ -146,6 +150,10 @@ class AutoRepurposer(Repurposer):
         if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, int) \
                 or self.n_layers < 1:
             raise ValueError(f"n_layers={self.n_layers!r}; expected a positive integer")
+        extra = self.recipe_params or {}
+        if not isinstance(extra, dict) or any(k not in RECIPES for k in extra):
+            raise ValueError(f"recipe_params={self.recipe_params!r}; expected a dict keyed by "
+                             f"recipe names ({', '.join(RECIPES)})")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget={self.time_budget!r}; expected seconds > 0 or None")
         return recipes
@@ -216,6 +224,10 @@ class AutoRepurposer(Repurposer):
         return plan
 
     def _make(self, recipe: str, layers: tuple[str, ...]) -> Repurposer:
+        est = self._default_recipe(recipe, layers)
+        return est.set_params(**(self.recipe_params or {}).get(recipe, {}))
+
+    def _default_recipe(self, recipe: str, layers: tuple[str, ...]) -> Repurposer:
         from repurpose.repurposers._finetune import FineTuneRepurposer
         from repurpose.repurposers._gated import GatedRepurposer
         from repurpose.repurposers._gp import GPRepurposer
@@ -232,8 +244,14 @@ class AutoRepurposer(Repurposer):
             return GPRepurposer(**common)
         if recipe == "gated":
             return GatedRepurposer(**common)
-        return FineTuneRepurposer(self.handler, transfer_layer=layers[0], progress=False,
+        return FineTuneRepurposer(self.handler, transfer_layer=layers[0],
+                                  freeze=self._finetune_freeze(layers[0]), progress=False,
                                   random_state=self._seed())
+
+    def _finetune_freeze(self, top: str) -> str | None:
+        """Fine-tune the upper half: freeze up to the middle candidate layer below ``top``."""
+        below = self.candidate_layers_[: self.candidate_layers_.index(top)]
+        return f"up_to:{below[len(below) // 2]}" if below else None
 
     def _refit(self, est: Repurposer, features: dict[str, np.ndarray], X: Any,
                y: np.ndarray) -> Repurposer:
