@@ -17,7 +17,6 @@ from repurpose._exceptions import (
     UnsupportedLayerError,
 )
 from repurpose._version import __version__
-from repurpose.transferability import rank_sources
 from repurpose.model_handler import ModelHandler, Preprocess
 from repurpose.repurposers import (
     AutoRepurposer,
@@ -36,6 +35,7 @@ from repurpose.repurposers import (
     load,
     register_repurposer,
 )
+from repurpose.transferability import rank_sources
 
 __all__ = [
     "__version__",

@@ -215,10 +215,11 @@ class AutoRepurposer(Repurposer):
 
     def _plan(self, recipes: list[str], shortlist: list[str]) -> list[tuple[str, tuple[str, ...]]]:
         """The recipes in the order they are tried: most promising and cheapest first."""
-        sets = [(layer,) for layer in shortlist]
+        sets: list[tuple[str, ...]] = [(layer,) for layer in shortlist]
         if len(shortlist) > 1:
             sets.append(tuple(shortlist))
-        plan = [(r, s) for s in sets for r in ("lr", "svm", "gp") if r in recipes]
+        plan: list[tuple[str, tuple[str, ...]]] = [
+            (r, s) for s in sets for r in ("lr", "svm", "gp") if r in recipes]
         if "gated" in recipes and len(shortlist) > 1:
             plan.append(("gated", tuple(shortlist)))
         if "finetune" in recipes and self.per_class_ >= LARGE_PER_CLASS:

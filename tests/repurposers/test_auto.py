@@ -46,10 +46,12 @@ def test_cv_scores_are_the_mean_of_stratified_folds(fitted, problem):
     from sklearn.model_selection import StratifiedKFold
 
     accs = []
-    for tr_idx, va_idx in StratifiedKFold(3, shuffle=True, random_state=0).split(feats[row.layers[0]], y):
+    folds = StratifiedKFold(3, shuffle=True, random_state=0).split(feats[row.layers[0]], y)
+    for tr_idx, va_idx in folds:
         lr = rp.LogisticRegressionRepurposer(random_state=0)
         lr.fit_features({k: v[tr_idx] for k, v in feats.items()}, y[tr_idx])
-        accs.append(np.mean(lr.predict_features({k: v[va_idx] for k, v in feats.items()}) == y[va_idx]))
+        pred = lr.predict_features({k: v[va_idx] for k, v in feats.items()})
+        accs.append(np.mean(pred == y[va_idx]))
     assert row.cv_score == pytest.approx(np.mean(accs), abs=1e-9)
 
 

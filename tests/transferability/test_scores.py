@@ -28,7 +28,7 @@ def test_logme_maximises_the_evidence_found_by_brute_force(shape):
     fit = tr.logme_fit(f, y)
     for c in range(3):
         t = (y == c).astype(float)
-        brute = _grid_max(lambda a, b: _direct_evidence(f, t, a, b)) / len(f)
+        brute = _grid_max(lambda a, b, t=t: _direct_evidence(f, t, a, b)) / len(f)
         at_fit = _direct_evidence(f, t, fit.alpha[c], fit.beta[c]) / len(f)
         # the spectral formula agrees with the direct one at LogME's optimum ...
         assert fit.evidence[c] == pytest.approx(at_fit, abs=1e-8)
