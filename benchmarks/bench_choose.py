@@ -67,7 +67,8 @@ class CachedHandler:
                 progress: bool = True, return_labels: bool = False, **_: Any) -> Any:
         idx = np.asarray(data).reshape(-1).astype(int)
         names = [layers] if isinstance(layers, str) else list(layers)
-        out = {k: self.features[k][idx] for k in names}
+        # layers not in the cache (e.g. pools pruned as duplicates anyway) are left out
+        out = {k: self.features[k][idx] for k in names if k in self.features}
         return (out, None) if return_labels else out
 
 
@@ -211,26 +212,57 @@ def main() -> None:
     # ~80-recipe grid out of reach of one run; both sides use the same recipe set.
     parser.add_argument("--recipes", default="lr,svm")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--features-cache", type=Path,
+                        help="An .npz of the extracted features: read if it exists, else written")
     args = parser.parse_args()
     recipes = args.recipes.split(",")
-    result: dict[str, Any] = {"recipes": recipes,
-                              "logme_speed": logme_speed(1 if args.quick else args.rounds)}
-    handler, data = extract_all(args.realdata, args.quick)
+    result: dict[str, Any] = {"recipes": recipes}
+    handler, data = _features(args)
     (train, ytr, t_tr), (val, yva, t_va) = data["train"], data["val"]
     result["extract_seconds"] = {"train": t_tr, "val": t_va}
     rows = layer_table(train, ytr, val, yva)
     result["layers"] = rows
     result["spearman"] = spearman(rows)
     result["source"] = source_scores(train, ytr)
+    _emit(result, args.out)
     both = {k: np.concatenate([train[k], val[k]]) for k in train}
     cached = CachedHandler(handler, both)
     ks = [int(k) for k in args.ks.split(",")] if not args.quick else [2]
-    result["auto_vs_grid"] = [auto_vs_grid(cached, len(ytr), ytr, yva, k, 0, recipes)
-                              for k in ks]
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    result["auto_vs_grid"] = []
+    for k in ks:  # written after each K so that a partial run keeps its results
+        result["auto_vs_grid"].append(auto_vs_grid(cached, len(ytr), ytr, yva, k, 0, recipes))
+        _emit(result, args.out)
+    result["logme_speed"] = logme_speed(1 if args.quick else args.rounds)
+    _emit(result, args.out)
+    print(json.dumps(result, indent=2))
+
+
+def _features(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    cache = args.features_cache
+    if cache is None or not cache.is_file():
+        handler, data = extract_all(args.realdata, args.quick)
+        if cache is not None:
+            arrays = {f"{split}|{k}": v for split, (f, _, _) in data.items() for k, v in f.items()}
+            arrays.update({f"{split}|labels": y for split, (_, y, _) in data.items()})
+            arrays.update({f"{split}|seconds": np.array(t) for split, (_, _, t) in data.items()})
+            np.savez(cache, **arrays)
+        return handler, data
+    sq = args.realdata / "squeezenet_v1.0"
+    handler = rp.ModelHandler.from_caffe(sq / "deploy.prototxt",
+                                         sq / "squeezenet_v1.0_dc.caffemodel",
+                                         mean=[104, 117, 123], resize=(256, 256))
+    saved = np.load(cache)
+    data = {}
+    for split in ("train", "val"):
+        feats = {k.split("|", 1)[1]: saved[k] for k in saved.files
+                 if k.startswith(f"{split}|") and k.split("|", 1)[1] not in ("labels", "seconds")}
+        data[split] = (feats, saved[f"{split}|labels"], float(saved[f"{split}|seconds"]))
+    return handler, data
+
+
+def _emit(result: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
