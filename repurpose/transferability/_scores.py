@@ -169,16 +169,20 @@ def _spectrum(f: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     n, d = f.shape
     if n <= d:
-        s, u = np.linalg.eigh(f @ f.T)
-        keep = s > s.max() * 1e-10 if s.max() > 0 else np.zeros_like(s, bool)
-        s, z = s[keep], (u[:, keep].T @ targets).T
+        s, u = _eigh_positive(f @ f.T)
+        z = (u.T @ targets).T
     else:
-        s, v = np.linalg.eigh(f.T @ f)
-        keep = s > s.max() * 1e-10 if s.max() > 0 else np.zeros_like(s, bool)
-        s, v = s[keep], v[:, keep]
+        s, v = _eigh_positive(f.T @ f)
         # U^T t = S^-1 V^T F^T t
         z = ((v.T @ (f.T @ targets)) / np.sqrt(s)[:, None]).T
     return s, z**2, (targets**2).sum(axis=0)
+
+
+def _eigh_positive(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of a Gram matrix, keeping only the numerically non-zero eigenvalues."""
+    s, v = np.linalg.eigh(gram)
+    keep = s > s.max() * 1e-10 if s.max() > 0 else np.zeros_like(s, bool)
+    return s[keep], v[:, keep]
 
 
 def _fixed_point(s: np.ndarray, z2: np.ndarray, t2: np.ndarray, n: int, max_iter: int,
@@ -252,10 +256,8 @@ def hscore(features: Any, y: Any) -> float:
     means /= counts[:, None]
     # cov(E[f|y]) = M^T M with M the class means weighted by sqrt(n_c / n)
     weighted = means * np.sqrt(counts / n)[:, None]
-    s, v = np.linalg.eigh(f.T @ f / n)
-    keep = s > s.max() * 1e-10 if s.max() > 0 else np.zeros_like(s, bool)
-    proj = weighted @ v[:, keep]
-    return float(((proj**2) / s[keep]).sum())
+    s, v = _eigh_positive(f.T @ f / n)
+    return float((((weighted @ v) ** 2) / s).sum())
 
 
 # ----- LEEP and NCE (source-label based) -------------------------------------------------
