@@ -7,6 +7,7 @@ other part of the library.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -219,6 +220,8 @@ def extract_probes(handler: Any, data: Any, layers: str | Sequence[str] | None =
     (dict of str to ndarray, labels or None, seconds)
     """
     chosen = probe_layers(handler) if layers is None else layers
+    if isinstance(data, (str, os.PathLike)) and hasattr(handler, "image_folder"):
+        data = handler.image_folder(data)  # labelled, preprocessed, with a known length
     start = time.perf_counter()
     features, labels = handler.extract(data, chosen, pooling=pooling, batch_size=batch_size,
                                        progress=progress, return_labels=True)

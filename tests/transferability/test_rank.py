@@ -91,3 +91,20 @@ def test_rank_sources_names_a_sequence_and_refuses_nothing():
     assert ranking.best.startswith("source0:")
     with pytest.raises(ValueError, match="handlers is empty"):
         rp.rank_sources([], p.X_train, p.y_train)
+
+
+def test_rank_layers_reads_an_image_folder_with_its_labels(tmp_path):
+    from PIL import Image
+
+    from repurpose import Preprocess
+
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate(([220, 20, 20], [20, 20, 220])):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(5):
+            img = np.clip(rng.normal(colour, 30, (10, 10, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / f"c{c}" / f"{i}.png")
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    handler = rp.ModelHandler(net, preprocess=Preprocess(resize=8, crop=(8, 8)))
+    ranking = handler.rank_layers(str(tmp_path), progress=False)
+    assert sorted(r.layer for r in ranking) == ["0", "2"]
