@@ -362,9 +362,10 @@ def _as_list(layers: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _row_order(row: LeaderboardRow) -> tuple[float, float]:
-    # best CV score first; ties go to the faster recipe; skipped rows last
-    return (-(row.cv_score if row.cv_score is not None else -np.inf), row.fit_seconds)
+def _row_order(row: LeaderboardRow) -> float:
+    # best CV score first; the sort is stable, so ties keep the plan's order (better-ranked
+    # layers and simpler recipes first), which does not depend on the machine's load
+    return -(row.cv_score if row.cv_score is not None else -np.inf)
 
 
 def _similarity(ranking: Ranking, layers: list[str]) -> float:
