@@ -1,11 +1,11 @@
 """repurpose: turn trained networks (Caffe, MXNet, PyTorch) into models for new tasks.
 
 >>> import repurpose as rp
->>> sorted(rp.list_repurposers())[:3]
-['bnn', 'ensemble', 'finetune']
+>>> {"lr", "auto"} <= set(rp.list_repurposers())
+True
 """
 
-from repurpose import caffe, datasets, graph, metrics, mxnet, onnx, plot
+from repurpose import caffe, datasets, graph, metrics, mxnet, onnx, plot, transferability
 from repurpose._exceptions import (
     LayerNotFoundError,
     ModelFormatError,
@@ -21,6 +21,7 @@ from repurpose._preprocess import Preprocess
 from repurpose._version import __version__
 from repurpose.model_handler import ModelHandler, merge_features
 from repurpose.repurposers import (
+    AutoRepurposer,
     BNNRepurposer,
     EnsembleRepurposer,
     FineTuneRepurposer,
@@ -38,6 +39,7 @@ from repurpose.repurposers import (
     load,
     register_repurposer,
 )
+from repurpose.transferability import rank_sources
 
 __all__ = [
     "__version__",
@@ -59,6 +61,8 @@ __all__ = [
     "GatedRepurposer",
     "EnsembleRepurposer",
     "TemperatureScaledRepurposer",
+    "AutoRepurposer",
+    "rank_sources",
     "register_repurposer",
     "list_repurposers",
     "load",
@@ -71,6 +75,7 @@ __all__ = [
     "mxnet",
     "onnx",
     "plot",
+    "transferability",
     # errors
     "LayerNotFoundError",
     "ModelFormatError",

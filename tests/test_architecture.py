@@ -24,6 +24,7 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
                  "=repurpose._header", "=repurpose._compare", "=repurpose.metrics")),
     (1, "graph", ("=repurpose.graph", "repurpose.graph.")),
     (1, "preprocess", ("=repurpose._preprocess",)),
+    (1, "transferability", ("=repurpose.transferability", "repurpose.transferability.")),
     (2, "imported", ("=repurpose._imported",)),
     (3, "caffe importer", ("repurpose.caffe.",)),
     (3, "mxnet importer", ("repurpose.mxnet.",)),

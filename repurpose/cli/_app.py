@@ -46,3 +46,6 @@ def convert() -> None:
 @cli.group(cls=_Group)
 def verify() -> None:
     """Compare an imported model with its original framework, blob by blob."""
+
+
+from repurpose.cli import _advise_cmds  # noqa: E402,F401  (registers `repurpose advise`)

@@ -619,6 +619,23 @@ class ModelHandler:
         symbol, params = checkpoint_paths(prefix, epoch)
         return cls.from_mxnet(symbol, params, **kwargs)
 
+    # --------------------------------------------------------- transferability
+    def rank_layers(self, data: Any, y: Any = None, layers: str | Sequence[str] | None = None,
+                    method: str = "logme", **kwargs: Any) -> Any:
+        """Rank layers by transferability to ``(data, y)`` from one forward pass.
+
+        See :func:`repurpose.transferability.rank_layers` (``kwargs``: ``pooling``,
+        ``max_dim``, ``batch_size``, ``progress``).
+
+        Returns
+        -------
+        repurpose.transferability.Ranking
+            Rows (layer, dims, score, seconds), best first.
+        """
+        from repurpose.transferability import rank_layers
+
+        return rank_layers(self, data, y, layers, method, **kwargs)
+
 
 def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
     tensors = list(module.parameters()) + list(module.buffers())

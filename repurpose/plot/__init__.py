@@ -2,10 +2,11 @@
 
 >>> from repurpose import plot
 >>> sorted(plot.__all__)
-['gates', 'reliability_diagram', 'uncertainty_bars']
+['gates', 'leaderboard', 'reliability_diagram', 'uncertainty_bars']
 """
 
 from repurpose.plot._gates import gates
+from repurpose.plot._leaderboard import leaderboard
 from repurpose.plot._uncertainty import reliability_diagram, uncertainty_bars
 
-__all__ = ["gates", "reliability_diagram", "uncertainty_bars"]
+__all__ = ["gates", "leaderboard", "reliability_diagram", "uncertainty_bars"]

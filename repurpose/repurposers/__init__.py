@@ -3,6 +3,7 @@
 See :mod:`repurpose.repurposers._base` for the hooks a custom repurposer implements.
 """
 
+from repurpose.repurposers._auto import AutoRepurposer
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
 from repurpose.repurposers._bnn import BNNRepurposer
 from repurpose.repurposers._calibration import TemperatureScaledRepurposer, calibrate
@@ -45,4 +46,5 @@ __all__ = [
     "BNNRepurposer",
     "TemperatureScaledRepurposer",
     "calibrate",
+    "AutoRepurposer",
 ]

@@ -1,0 +1,269 @@
+"""Benchmark: choosing layer and method on real data (SqueezeNet v1.0 -> flowers12).
+
+Prints (and with ``--out`` writes) one JSON document with:
+
+``layers``
+    For every candidate layer (SqueezeNet's ``fire2..fire9/concat``, ``pool1``,
+    ``conv_final`` and ``pool_final``, globally average-pooled): its width, the linear-probe
+    validation accuracy (standardised features, logistic regression, all 60 training images
+    per class), and the LogME and H-score of its training features with the seconds each took.
+``spearman``
+    Per estimator, the Spearman correlation between its layer ranking and the linear-probe
+    accuracies (target for LogME: >= 0.7); "depth" (deeper is better) as the naive baseline.
+``source``
+    LEEP and NCE of the source's own ImageNet outputs (softmax of ``pool_final``).
+``auto_vs_grid``
+    At K = 5, 20 and 60 (all) training images per class: AutoRepurposer (candidates "auto",
+    5-fold CV, the ``--recipes``, default LR and linear SVM) against the grid it chooses
+    from: each recipe on every single candidate layer and on every pair of consecutive
+    layers. The grid's best recipe is the one with the best *validation*
+    accuracy (an oracle). ``grid_fit_seconds`` fits every grid recipe once (no selection:
+    a lower bound on any grid search); ``grid_cv_seconds_est`` is that times the number of
+    folds (what selecting among them by the same CV costs). Target: Auto within 1 point of
+    the grid's best, in at most a third of the grid's time.
+``logme_speed``
+    LogME on 10,000 x 2,048 synthetic features with 100 classes (rounds alternating with the
+    per-class alternative that decomposes F^T F again for every class).
+
+Features are extracted once per split and reused by every estimator and recipe (extraction
+time is reported separately and counted for neither Auto nor the grid).
+
+Usage: ``python benchmarks/bench_choose.py [--realdata DIR] [--out FILE] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+import repurpose as rp
+from repurpose import transferability as tr
+
+LAYERS = [f"fire{i}/concat" for i in range(2, 10)] + ["pool1", "conv_final", "pool_final"]
+DEPTH = ["pool1"] + LAYERS[:8] + ["conv_final", "pool_final"]
+
+
+class CachedHandler:
+    """Serves features extracted once: the "inputs" are row indices into the cache."""
+
+    device = "cpu"
+    preprocess = None
+
+    def __init__(self, handler: Any, features: dict[str, np.ndarray]) -> None:
+        self.layer_names = handler.layer_names
+        self.layer_types = handler.layer_types
+        self.features = features
+
+    def extract(self, data: Any, layers: Any, pooling: Any = "avg", batch_size: int = 64,
+                progress: bool = True, return_labels: bool = False, **_: Any) -> Any:
+        idx = np.asarray(data).reshape(-1).astype(int)
+        names = [layers] if isinstance(layers, str) else list(layers)
+        # layers not in the cache (e.g. pools pruned as duplicates anyway) are left out
+        out = {k: self.features[k][idx] for k in names if k in self.features}
+        return (out, None) if return_labels else out
+
+
+def extract_all(realdata: Path, quick: bool) -> tuple[Any, dict[str, Any]]:
+    sq = realdata / "squeezenet_v1.0"
+    handler = rp.ModelHandler.from_caffe(sq / "deploy.prototxt",
+                                         sq / "squeezenet_v1.0_dc.caffemodel",
+                                         mean=[104, 117, 123], resize=(256, 256))
+    layers = sorted(set(LAYERS) | set(tr.probe_layers(handler)), key=handler.layer_names.index)
+    out: dict[str, Any] = {}
+    for split in ("train", "val"):
+        start = time.perf_counter()
+        folder = handler.image_folder(realdata / "flowers12" / split)
+        if quick:
+            folder = _subset(folder, 4 if split == "train" else 2)
+        feats, labels = handler.extract(folder, layers, return_labels=True, progress=False)
+        out[split] = (feats, np.asarray(labels), time.perf_counter() - start)
+    return handler, out
+
+
+def _subset(folder: Any, per_class: int) -> Any:
+    import torch
+
+    labels = np.array([folder[i][1] for i in range(len(folder))]) if not hasattr(
+        folder, "targets") else np.asarray(folder.targets)
+    keep = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+    return torch.utils.data.Subset(folder, keep.tolist())
+
+
+def layer_table(train: dict[str, np.ndarray], ytr: np.ndarray, val: dict[str, np.ndarray],
+                yva: np.ndarray) -> list[dict[str, Any]]:
+    rows = []
+    for layer in LAYERS:
+        scaler = StandardScaler().fit(train[layer])
+        probe = LogisticRegression(max_iter=2000).fit(scaler.transform(train[layer]), ytr)
+        row: dict[str, Any] = {"layer": layer, "dims": int(train[layer].shape[1]),
+                               "probe_accuracy": float(probe.score(scaler.transform(val[layer]),
+                                                                  yva))}
+        for method in ("logme", "hscore"):
+            start = time.perf_counter()
+            row[method] = tr.score(train[layer], ytr, method)
+            row[f"{method}_seconds"] = time.perf_counter() - start
+        rows.append(row)
+    return rows
+
+
+def spearman(rows: list[dict[str, Any]]) -> dict[str, float]:
+    acc = [r["probe_accuracy"] for r in rows]
+    out = {m: float(spearmanr([r[m] for r in rows], acc).correlation)
+           for m in ("logme", "hscore")}
+    out["depth"] = float(spearmanr([DEPTH.index(r["layer"]) for r in rows], acc).correlation)
+    return out
+
+
+def source_scores(train: dict[str, np.ndarray], ytr: np.ndarray) -> dict[str, float]:
+    scores = train["pool_final"].astype(np.float64)
+    proba = np.exp(scores - scores.max(1, keepdims=True))
+    proba /= proba.sum(1, keepdims=True)
+    return {"leep": tr.leep(proba, ytr), "nce": tr.nce(proba, ytr)}
+
+
+def grid_recipes(auto: rp.AutoRepurposer, layers: list[str], recipes: list[str]) -> list[Any]:
+    singles = [(m, (k,)) for k in layers for m in ("lr", "svm", "gp") if m in recipes]
+    pairs = [(m, (a, b)) for a, b in zip(layers, layers[1:])
+             for m in ("lr", "svm", "gp", "gated") if m in recipes]
+    return [auto._make(m, ls) for m, ls in singles + pairs]
+
+
+def auto_vs_grid(cached: CachedHandler, n_train: int, ytr: np.ndarray, yva: np.ndarray,
+                 k: int, seed: int, recipes: list[str]) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(ytr == c))[:k]
+                           for c in np.unique(ytr)])
+    X_tr = pick.astype(np.float32)[:, None]
+    X_va = (n_train + np.arange(len(yva))).astype(np.float32)[:, None]
+    auto = rp.AutoRepurposer(cached, random_state=0, recipes=recipes, progress=False)
+    start = time.perf_counter()
+    auto.fit(X_tr, ytr[pick])
+    auto_seconds = time.perf_counter() - start
+    auto_acc = float(np.mean(auto.predict(X_va) == yva))
+    grid = []
+    for est in grid_recipes(auto, auto.candidate_layers_, recipes):
+        start = time.perf_counter()
+        fitted = clone(est).fit(X_tr, ytr[pick])
+        seconds = time.perf_counter() - start
+        grid.append({"recipe": type(est)._registry_name, "layers": list(est.feature_layers),
+                     "val_accuracy": float(np.mean(fitted.predict(X_va) == yva)),
+                     "fit_seconds": seconds})
+    best = max(grid, key=lambda r: r["val_accuracy"])
+    grid_seconds = sum(r["fit_seconds"] for r in grid)
+    win = auto.leaderboard_[0]
+    return {
+        "k": k, "n_train": len(pick),
+        "auto": {"val_accuracy": auto_acc, "seconds": auto_seconds, "recipe": win.recipe,
+                 "layers": list(win.layers), "cv_score": win.cv_score,
+                 "recipes_tried": sum(r.cv_score is not None for r in auto.leaderboard_),
+                 "shortlist": [r.layer for r in auto.ranking_[: auto.n_layers]],
+                 "explain": auto.explain()},
+        "grid_best": best,
+        "grid_size": len(grid),
+        "grid_fit_seconds": grid_seconds,
+        "grid_cv_seconds_est": grid_seconds * 5,
+        "gap_points": 100 * (best["val_accuracy"] - auto_acc),
+        "time_ratio_vs_fit_once": auto_seconds / grid_seconds,
+        "time_ratio_vs_cv_grid": auto_seconds / (grid_seconds * 5),
+        "grid": grid,
+    }
+
+
+def logme_speed(rounds: int, n: int = 10_000, d: int = 2048, c: int = 100) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, c, n)
+    f = rng.normal(size=(n, d)).astype(np.float32) + np.eye(c, d, dtype=np.float32)[y]
+    ours, naive = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        tr.logme(f, y)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _logme_per_class(f, y, n_classes=2)  # 2 classes, then scaled to c
+        naive.append((time.perf_counter() - start) * c / 2)
+    return {"shape": [n, d], "classes": c, "seconds": ours,
+            "per_class_decomposition_seconds_est": naive,
+            "speedup_per_round": [b / a for a, b in zip(ours, naive)]}
+
+
+def _logme_per_class(f: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+    """The alternative without sharing: one decomposition per class."""
+    for cls in range(n_classes):
+        tr.logme_fit(f, (y == cls).astype(int))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--realdata", type=Path,
+                        default=Path(__file__).resolve().parents[1].parent / "shared" / "realdata")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ks", default="5,20,60")
+    # GP and the gated network take ~20 s per fit here (2 shared cores), which puts the
+    # ~80-recipe grid out of reach of one run; both sides use the same recipe set.
+    parser.add_argument("--recipes", default="lr,svm")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--features-cache", type=Path,
+                        help="An .npz of the extracted features: read if it exists, else written")
+    args = parser.parse_args()
+    recipes = args.recipes.split(",")
+    result: dict[str, Any] = {"recipes": recipes}
+    handler, data = _features(args)
+    (train, ytr, t_tr), (val, yva, t_va) = data["train"], data["val"]
+    result["extract_seconds"] = {"train": t_tr, "val": t_va}
+    rows = layer_table(train, ytr, val, yva)
+    result["layers"] = rows
+    result["spearman"] = spearman(rows)
+    result["source"] = source_scores(train, ytr)
+    _emit(result, args.out)
+    both = {k: np.concatenate([train[k], val[k]]) for k in train}
+    cached = CachedHandler(handler, both)
+    ks = [int(k) for k in args.ks.split(",")] if not args.quick else [2]
+    result["auto_vs_grid"] = []
+    for k in ks:  # written after each K so that a partial run keeps its results
+        result["auto_vs_grid"].append(auto_vs_grid(cached, len(ytr), ytr, yva, k, 0, recipes))
+        _emit(result, args.out)
+    result["logme_speed"] = logme_speed(1 if args.quick else args.rounds)
+    _emit(result, args.out)
+    print(json.dumps(result, indent=2))
+
+
+def _features(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    cache = args.features_cache
+    if cache is None or not cache.is_file():
+        handler, data = extract_all(args.realdata, args.quick)
+        if cache is not None:
+            arrays = {f"{split}|{k}": v for split, (f, _, _) in data.items() for k, v in f.items()}
+            arrays.update({f"{split}|labels": y for split, (_, y, _) in data.items()})
+            arrays.update({f"{split}|seconds": np.array(t) for split, (_, _, t) in data.items()})
+            np.savez(cache, **arrays)
+        return handler, data
+    sq = args.realdata / "squeezenet_v1.0"
+    handler = rp.ModelHandler.from_caffe(sq / "deploy.prototxt",
+                                         sq / "squeezenet_v1.0_dc.caffemodel",
+                                         mean=[104, 117, 123], resize=(256, 256))
+    saved = np.load(cache)
+    data = {}
+    for split in ("train", "val"):
+        feats = {k.split("|", 1)[1]: saved[k] for k in saved.files
+                 if k.startswith(f"{split}|") and k.split("|", 1)[1] not in ("labels", "seconds")}
+        data[split] = (feats, saved[f"{split}|labels"], float(saved[f"{split}|seconds"]))
+    return handler, data
+
+
+def _emit(result: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""AutoRepurposer: rank layers by transferability, then cross-validate a short list of recipes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
+
+from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
+from repurpose.repurposers._registry import register_repurposer
+from repurpose.transferability._rank import (
+    LayerScore,
+    Ranking,
+    extract_probes,
+    format_table,
+    rank_features,
+)
+
+__all__ = ["AutoRepurposer", "RECIPES"]
+
+RECIPES = ("lr", "svm", "gp", "gated", "finetune")
+BEST_DIR = "best"
+# cs231n's "small dataset": below this many examples per class, fine-tuning over-fits.
+LARGE_PER_CLASS = 100
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """One recipe tried: its name, layers, mean and spread of the cross-validated
+    accuracy (None when skipped), the seconds its evaluation took, and a status."""
+
+    recipe: str
+    layers: tuple[str, ...]
+    cv_score: float | None
+    cv_std: float | None
+    fit_seconds: float
+    status: str = "ok"
+
+
+@register_repurposer("auto")
+class AutoRepurposer(Repurposer):
+    """Choose the layer(s) and the method for you, by transferability and cross-validation.
+
+    ``fit`` extracts every candidate layer in one forward pass, ranks the layers by a
+    transferability estimate (LogME by default), keeps the ``n_layers`` best, and
+    cross-validates recipes on the cached features: logistic regression, linear SVM and GP
+    on each short-listed layer and on their concatenation, the gated network on the short
+    list, and fine-tuning from the best layer when there are at least ``LARGE_PER_CLASS``
+    examples per class (scored on one held-out fold, since it cannot use cached features).
+    The winner is refitted on all the data.
+
+    Parameters
+    ----------
+    handler : ModelHandler
+        The source network.
+    candidates : "auto" or list of str
+        Layers to rank; "auto" uses :func:`repurpose.transferability.probe_layers`.
+    time_budget : float, optional
+        Seconds for the recipe search; recipes not started when it runs out are skipped
+        (shown as such on the leaderboard). None tries them all.
+    cv : int
+        Folds of the cross-validation (fewer when a class has fewer examples).
+    random_state : int, optional
+        Seed of the folds and of the recipes.
+    recipes : sequence of str, optional
+        A subset of ``RECIPES`` to try; default all.
+    method : {"logme", "hscore"}
+        The transferability estimate that ranks the layers.
+    n_layers : int
+        Length of the layer short list.
+    recipe_params : dict of str to dict, optional
+        Extra constructor arguments per recipe, e.g. ``{"gated": {"max_epochs": 20}}``.
+    pooling, batch_size, progress
+        As for :class:`MetaModelRepurposer`.
+
+    Attributes
+    ----------
+    best_ : Repurposer
+        The chosen recipe, refitted on all the data.
+    leaderboard_ : list of LeaderboardRow
+        Every recipe considered, best first.
+    ranking_ : Ranking
+        The transferability of every candidate layer.
+
+    Examples
+    --------
+    >>> import repurpose as rp
+    >>> from repurpose.testing import tiny_problem
+    >>> p = tiny_problem()
+    >>> auto = rp.AutoRepurposer(p.handler, recipes=["lr"], cv=3, progress=False)
+    >>> auto = auto.fit(p.X_train, p.y_train)
+    >>> type(auto.best_).__name__
+    'LogisticRegressionRepurposer'
+    >>> auto.predict_proba(p.X_test).shape
+    (10, 3)
+    """
+
+    best_: Repurposer
+    leaderboard_: list[LeaderboardRow]
+    ranking_: Ranking
+
+    def __init__(
+        self,
+        handler: Any = None,
+        candidates: str | Sequence[str] = "auto",
+        time_budget: float | None = None,
+        cv: int = 5,
+        random_state: int | None = None,
+        recipes: Sequence[str] | None = None,
+        method: str = "logme",
+        n_layers: int = 2,
+        recipe_params: dict[str, dict[str, Any]] | None = None,
+        pooling: str | None = "avg",
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> None:
+        self.handler = handler
+        self.candidates = candidates
+        self.time_budget = time_budget
+        self.cv = cv
+        self.random_state = random_state
+        self.recipes = recipes
+        self.method = method
+        self.n_layers = n_layers
+        self.recipe_params = recipe_params
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.progress = progress
+
+    @classmethod
+    def _test_instance(cls, handler: Any) -> AutoRepurposer:
+        # one cheap recipe keeps the contract checks fast; tests/repurposers/test_auto.py
+        # covers the others
+        return cls(handler, recipes=["lr"], cv=2, n_layers=1, progress=False)
+
+    # ----- fitting -----------------------------------------------------------------------
+    def _check_params(self) -> list[str]:
+        if self.handler is None:
+            raise ValueError("AutoRepurposer needs handler=ModelHandler(...) to read layers")
+        recipes = list(RECIPES if self.recipes is None else self.recipes)
+        unknown = [r for r in recipes if r not in RECIPES]
+        if unknown or not recipes:
+            raise ValueError(f"recipes={self.recipes!r}; choose from {', '.join(RECIPES)}")
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
+            raise ValueError(f"cv={self.cv!r}; expected an integer >= 2")
+        if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, int) \
+                or self.n_layers < 1:
+            raise ValueError(f"n_layers={self.n_layers!r}; expected a positive integer")
+        extra = self.recipe_params or {}
+        if not isinstance(extra, dict) or any(k not in RECIPES for k in extra):
+            raise ValueError(f"recipe_params={self.recipe_params!r}; expected a dict keyed by "
+                             f"recipe names ({', '.join(RECIPES)})")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget={self.time_budget!r}; expected seconds > 0 or None")
+        return recipes
+
+    def _fit(self, X: Any, y: np.ndarray) -> None:
+        recipes = self._check_params()
+        start = time.perf_counter()
+        layers = None if self.candidates == "auto" else _as_list(self.candidates)
+        features, _, seconds = extract_probes(self.handler, X, layers, self.pooling,
+                                              batch_size=self.batch_size, progress=self.progress)
+        self.ranking_ = rank_features(features, y, self.method, seconds)
+        self.candidate_layers_ = list(features)
+        self.per_class_ = int(np.bincount(y).min())
+        self.similarity_ = _similarity(self.ranking_, self.candidate_layers_)
+        shortlist = [r.layer for r in self.ranking_[: self.n_layers]]
+        rows, fitted = self._search(recipes, shortlist, features, X, y, start)
+        self.leaderboard_ = sorted(rows, key=_row_order)
+        winner = self.leaderboard_[0]
+        self.best_ = self._refit(fitted[(winner.recipe, winner.layers)], features, X, y)
+        self.fit_seconds_ = time.perf_counter() - start
+
+    def _search(self, recipes: list[str], shortlist: list[str], features: dict[str, np.ndarray],
+                X: Any, y: np.ndarray, start: float,
+                ) -> tuple[list[LeaderboardRow], dict[tuple[str, tuple[str, ...]], Repurposer]]:
+        folds = self._folds(y)
+        rows: list[LeaderboardRow] = []
+        plans: dict[tuple[str, tuple[str, ...]], Repurposer] = {}
+        for recipe, layers in self._plan(recipes, shortlist):
+            est = self._make(recipe, layers)
+            plans[(recipe, layers)] = est
+            if self._over_budget(start) and rows:
+                rows.append(LeaderboardRow(recipe, layers, None, None, 0.0, "skipped: time budget"))
+                continue
+            t0 = time.perf_counter()
+            if isinstance(est, MetaModelRepurposer):
+                scores = [_fold_score(est, features, layers, y, tr, va) for tr, va in folds]
+            else:
+                scores = [_fold_score_network(est, X, y, *folds[0])]
+            rows.append(LeaderboardRow(recipe, layers, float(np.mean(scores)),
+                                       float(np.std(scores)), time.perf_counter() - t0))
+        return rows, plans
+
+    def _over_budget(self, start: float) -> bool:
+        return self.time_budget is not None and time.perf_counter() - start > self.time_budget
+
+    def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        n_splits = max(2, min(self.cv, self.per_class_))
+        if self.per_class_ < 2:
+            # one example of some class: no stratified split exists; validate on the data
+            idx = np.arange(len(y))
+            return [(idx, idx)]
+        split = StratifiedKFold(n_splits, shuffle=True, random_state=self._seed())
+        return list(split.split(np.zeros(len(y)), y))
+
+    def _seed(self) -> int:
+        return 0 if self.random_state is None else int(self.random_state)
+
+    def _plan(self, recipes: list[str], shortlist: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """The recipes in the order they are tried: most promising and cheapest first."""
+        sets: list[tuple[str, ...]] = [(layer,) for layer in shortlist]
+        if len(shortlist) > 1:
+            sets.append(tuple(shortlist))
+        plan: list[tuple[str, tuple[str, ...]]] = [
+            (r, s) for s in sets for r in ("lr", "svm", "gp") if r in recipes]
+        if "gated" in recipes and len(shortlist) > 1:
+            plan.append(("gated", tuple(shortlist)))
+        if "finetune" in recipes and self.per_class_ >= LARGE_PER_CLASS:
+            plan.append(("finetune", (shortlist[0],)))
+        return plan
+
+    def _make(self, recipe: str, layers: tuple[str, ...]) -> Repurposer:
+        est = self._default_recipe(recipe, layers)
+        return est.set_params(**(self.recipe_params or {}).get(recipe, {}))
+
+    def _default_recipe(self, recipe: str, layers: tuple[str, ...]) -> Repurposer:
+        from repurpose.repurposers._finetune import FineTuneRepurposer
+        from repurpose.repurposers._gated import GatedRepurposer
+        from repurpose.repurposers._gp import GPRepurposer
+        from repurpose.repurposers._lr import LogisticRegressionRepurposer
+        from repurpose.repurposers._svm import SVMRepurposer
+
+        common = {"handler": self.handler, "feature_layers": list(layers), "progress": False,
+                  "random_state": self._seed(), "pooling": self.pooling}
+        if recipe == "lr":
+            return LogisticRegressionRepurposer(**common)
+        if recipe == "svm":
+            return SVMRepurposer(kernel="linear", **common)
+        if recipe == "gp":
+            return GPRepurposer(**common)
+        if recipe == "gated":
+            return GatedRepurposer(**common)
+        return FineTuneRepurposer(self.handler, transfer_layer=layers[0],
+                                  freeze=self._finetune_freeze(layers[0]), progress=False,
+                                  random_state=self._seed())
+
+    def _finetune_freeze(self, top: str) -> str | None:
+        """Fine-tune the upper half: freeze up to the middle candidate layer below ``top``."""
+        below = self.candidate_layers_[: self.candidate_layers_.index(top)]
+        return f"up_to:{below[len(below) // 2]}" if below else None
+
+    def _refit(self, est: Repurposer, features: dict[str, np.ndarray], X: Any,
+               y: np.ndarray) -> Repurposer:
+        best = clone(est)
+        labels = self.classes_[y]
+        if isinstance(best, MetaModelRepurposer):
+            return best.fit_features({k: features[k] for k in best.feature_layers}, labels)
+        return best.fit(X, labels)
+
+    def _predict_proba(self, X: Any) -> np.ndarray:
+        return self.best_.predict_proba(X)
+
+    # ----- reporting ---------------------------------------------------------------------
+    def explain(self) -> str:
+        """Which of cs231n's four transfer scenarios the data looks like, and why the
+        winner won.
+
+        The size is the number of examples of the smallest class (large from
+        ``LARGE_PER_CLASS``). The similarity to the source task is measured: the
+        transferability of the deepest candidate layer minus that of the best layer in the
+        first half of the network (positive: the source's most specific features help,
+        so the tasks are similar).
+
+        Returns
+        -------
+        str
+        """
+        self._check_fitted()
+        large = self.per_class_ >= LARGE_PER_CLASS
+        similar = self.similarity_ >= 0
+        advice = {
+            (False, True): "small and similar: a linear classifier on the top-layer features "
+                           "(fine-tuning would over-fit)",
+            (True, True): "large and similar: fine-tuning the top layers is safe and may add "
+                          "a little",
+            (False, False): "small and different: a linear classifier on features from "
+                            "earlier in the network, where they are more generic",
+            (True, False): "large and different: fine-tune much of the network",
+        }[(large, similar)]
+        win = self.leaderboard_[0]
+        ok = [r for r in self.leaderboard_ if r.cv_score is not None]
+        runner = ok[1] if len(ok) > 1 else None
+        lines = [
+            f"Scenario (cs231n): {advice}.",
+            f"  data: {self.per_class_} examples in the smallest of {self.n_classes_} classes "
+            f"({'large' if large else 'small'}; large from {LARGE_PER_CLASS}).",
+            f"  similarity: {self.method} of the deepest layer minus the best early layer = "
+            f"{self.similarity_:+.4f} ({'similar' if similar else 'different'} task).",
+            f"Best layers by {self.method}: "
+            + ", ".join(f"{r.layer} ({r.score:.3f})" for r in self.ranking_[: self.n_layers])
+            + ".",
+            f"Winner: {win.recipe} on {'+'.join(win.layers)}, CV accuracy {win.cv_score:.3f}"
+            + (f" vs {runner.cv_score:.3f} for {runner.recipe} on {'+'.join(runner.layers)}"
+               if runner is not None and runner.cv_score is not None else "")
+            + f" ({len(ok)} recipes cross-validated, "
+              f"{sum(r.cv_score is None for r in self.leaderboard_)} skipped).",
+        ]
+        return "\n".join(lines)
+
+    def leaderboard_table(self) -> str:
+        """The leaderboard as a text table."""
+        self._check_fitted()
+        header = ("recipe", "layers", "cv score", "seconds", "status")
+        body = [(r.recipe, "+".join(r.layers),
+                 "-" if r.cv_score is None else f"{r.cv_score:.3f} +/- {r.cv_std:.3f}",
+                 f"{r.fit_seconds:.2f}", r.status) for r in self.leaderboard_]
+        return format_table(header, body)
+
+    # ----- saving ------------------------------------------------------------------------
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {
+            "leaderboard": [asdict(r) for r in self.leaderboard_],
+            "ranking": [asdict(r) for r in self.ranking_],
+            "extract_seconds": self.ranking_.extract_seconds,
+            "candidate_layers": self.candidate_layers_,
+            "per_class": self.per_class_,
+            "similarity": self.similarity_,
+            "fit_seconds": self.fit_seconds_,
+        }
+        return meta, {}
+
+    def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.leaderboard_ = [LeaderboardRow(**{**r, "layers": tuple(r["layers"])})
+                             for r in meta["leaderboard"]]
+        self.ranking_ = Ranking([LayerScore(**r) for r in meta["ranking"]], self.method,
+                                float(meta["extract_seconds"]))
+        self.candidate_layers_ = list(meta["candidate_layers"])
+        self.per_class_ = int(meta["per_class"])
+        self.similarity_ = float(meta["similarity"])
+        self.fit_seconds_ = float(meta["fit_seconds"])
+
+    def _save_extra(self, path: Path) -> None:
+        self.best_.save(path / BEST_DIR, include_handler=False)
+
+    def _load_extra(self, path: Path) -> None:
+        from repurpose.repurposers._io import load
+
+        self.best_ = load(path / BEST_DIR, handler=self.handler)
+
+
+def _as_list(layers: str | Sequence[str]) -> list[str]:
+    out = [layers] if isinstance(layers, str) else list(layers)
+    if not out or not all(isinstance(v, str) for v in out):
+        raise ValueError(f"candidates={layers!r}; use 'auto' or a list of layer names")
+    return out
+
+
+def _row_order(row: LeaderboardRow) -> float:
+    # best CV score first; the sort is stable, so ties keep the plan's order (better-ranked
+    # layers and simpler recipes first), which does not depend on the machine's load
+    return -(row.cv_score if row.cv_score is not None else -np.inf)
+
+
+def _similarity(ranking: Ranking, layers: list[str]) -> float:
+    """Score of the deepest candidate minus the best score in the first half."""
+    scores = ranking.scores()
+    early = layers[: max(1, len(layers) // 2)]
+    return float(scores[layers[-1]] - max(scores[k] for k in early))
+
+
+def _fold_score(est: Repurposer, features: dict[str, np.ndarray], layers: tuple[str, ...],
+                y: np.ndarray, train: np.ndarray, val: np.ndarray) -> float:
+    model = cast(MetaModelRepurposer, clone(est))
+    model.fit_features({k: features[k][train] for k in layers}, y[train])
+    pred = model.predict_features({k: features[k][val] for k in layers})
+    return float(np.mean(pred == y[val]))
+
+
+def _fold_score_network(est: Repurposer, X: Any, y: np.ndarray, train: np.ndarray,
+                        val: np.ndarray) -> float:
+    model = clone(est).fit(X[train], y[train])
+    return float(np.mean(model.predict(X[val]) == y[val]))

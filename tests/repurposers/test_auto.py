@@ -1,0 +1,109 @@
+"""AutoRepurposer: ranking, short list, cross-validated leaderboard, budget, explanation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import repurpose as rp
+from repurpose.repurposers import _auto
+from repurpose.testing import tiny_problem
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return tiny_problem(n_classes=3, n_per_class=12)
+
+
+@pytest.fixture(scope="module")
+def fitted(problem):
+    auto = rp.AutoRepurposer(problem.handler, recipes=["lr", "svm", "gated"], cv=3,
+                             recipe_params={"gated": {"max_epochs": 5}}, random_state=0,
+                             progress=False)
+    return auto.fit(problem.X_train, problem.y_train)
+
+
+def test_leaderboard_covers_the_short_list_and_the_winner_is_refitted(fitted, problem):
+    top = [r.layer for r in fitted.ranking_[:2]]
+    tried = {(r.recipe, r.layers) for r in fitted.leaderboard_}
+    expected = {(m, (layer,)) for m in ("lr", "svm") for layer in top}
+    expected |= {("lr", tuple(top)), ("svm", tuple(top)), ("gated", tuple(top))}
+    assert tried == expected
+    scores = [r.cv_score for r in fitted.leaderboard_]
+    assert scores == sorted(scores, reverse=True)
+    win = fitted.leaderboard_[0]
+    assert list(fitted.best_.feature_layers_) == list(win.layers)
+    np.testing.assert_array_equal(fitted.best_.classes_, fitted.classes_)
+    np.testing.assert_allclose(fitted.predict_proba(problem.X_test),
+                               fitted.best_.predict_proba(problem.X_test))
+
+
+def test_cv_scores_are_the_mean_of_stratified_folds(fitted, problem):
+    """Recompute one row's CV score by hand from the same folds."""
+    row = next(r for r in fitted.leaderboard_ if r.recipe == "lr" and len(r.layers) == 1)
+    feats = problem.handler.extract(problem.X_train, list(row.layers), progress=False)
+    y = np.unique(problem.y_train, return_inverse=True)[1]
+    from sklearn.model_selection import StratifiedKFold
+
+    accs = []
+    folds = StratifiedKFold(3, shuffle=True, random_state=0).split(feats[row.layers[0]], y)
+    for tr_idx, va_idx in folds:
+        lr = rp.LogisticRegressionRepurposer(random_state=0)
+        lr.fit_features({k: v[tr_idx] for k, v in feats.items()}, y[tr_idx])
+        pred = lr.predict_features({k: v[va_idx] for k, v in feats.items()})
+        accs.append(np.mean(pred == y[va_idx]))
+    assert row.cv_score == pytest.approx(np.mean(accs), abs=1e-9)
+
+
+def test_explain_names_the_scenario_and_the_winner(fitted):
+    text = fitted.explain()
+    assert "small and" in text  # 12 examples per class
+    assert "12 examples" in text
+    win = fitted.leaderboard_[0]
+    assert f"Winner: {win.recipe} on {'+'.join(win.layers)}" in text
+    assert fitted.leaderboard_table().splitlines()[0].startswith("recipe")
+
+
+def test_similarity_sign_decides_similar_or_different(fitted, monkeypatch):
+    monkeypatch.setattr(fitted, "similarity_", -1.0)
+    assert "different" in fitted.explain().splitlines()[0]
+    monkeypatch.setattr(fitted, "similarity_", 1.0)
+    monkeypatch.setattr(fitted, "per_class_", _auto.LARGE_PER_CLASS)
+    assert "large and similar" in fitted.explain().splitlines()[0]
+
+
+def test_time_budget_skips_the_remaining_recipes(problem):
+    auto = rp.AutoRepurposer(problem.handler, recipes=["lr", "svm"], cv=3, time_budget=1e-9,
+                             progress=False).fit(problem.X_train, problem.y_train)
+    statuses = [r.status for r in auto.leaderboard_]
+    assert statuses[0] == "ok"  # the first recipe always runs
+    assert statuses[1:] and all(s == "skipped: time budget" for s in statuses[1:])
+    assert auto.leaderboard_[-1].cv_score is None
+    assert "skipped" in auto.leaderboard_table()
+
+
+def test_finetune_joins_only_with_enough_examples_per_class(problem, monkeypatch):
+    auto = rp.AutoRepurposer(problem.handler, recipes=["lr", "finetune"], cv=3, progress=False)
+    auto.fit(problem.X_train, problem.y_train)
+    assert {r.recipe for r in auto.leaderboard_} == {"lr"}
+    monkeypatch.setattr(_auto, "LARGE_PER_CLASS", 5)
+    auto = rp.AutoRepurposer(problem.handler, recipes=["finetune"], candidates=["fc6", "fc7"],
+                             recipe_params={"finetune": {"max_epochs": 2, "batch_size": 8}}, cv=3,
+                             random_state=0, progress=False)
+    auto.fit(problem.X_train, problem.y_train)
+    assert [r.recipe for r in auto.leaderboard_] == ["finetune"]
+    assert isinstance(auto.best_, rp.FineTuneRepurposer)
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"recipes": ["knn"]}, "recipes=\\['knn'\\]; choose from lr"),
+    ({"cv": 1}, "cv=1; expected an integer >= 2"),
+    ({"n_layers": 0}, "n_layers=0"),
+    ({"time_budget": -1}, "time_budget=-1"),
+    ({"candidates": []}, "candidates=\\[\\]; use 'auto'"),
+    ({"recipe_params": {"knn": {}}}, "recipe_params=.*keyed by recipe names"),
+])
+def test_bad_parameters_raise_clear_errors(problem, params, match):
+    with pytest.raises(ValueError, match=match):
+        rp.AutoRepurposer(problem.handler, progress=False, **params).fit(
+            problem.X_train, problem.y_train)
