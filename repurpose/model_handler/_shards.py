@@ -9,6 +9,7 @@ unsharded run gives.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+
+from repurpose.model_handler._data import ImageFolder
 
 __all__ = ["merge_features", "shard_bounds", "shard_data", "shard_dir", "check_shard"]
 
@@ -62,6 +65,10 @@ def shard_data(data: Any, n: int | None, index: int, count: int) -> Any:
     start, stop = shard_bounds(n, index, count)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return data[start:stop]
+    if isinstance(data, ImageFolder):  # stays a folder: class names as labels, on_error
+        part = copy.copy(data)
+        part.samples = data.samples[start:stop]
+        return part
     if isinstance(data, Dataset):
         return Subset(data, range(start, stop))
     raise ValueError(f"cannot shard data of type {type(data).__name__}")
