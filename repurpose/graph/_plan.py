@@ -91,6 +91,10 @@ class Plan:
         Whether this plan folds and fuses (built for inference).
     peak_live : int
         The largest number of values held at once during the last call (instrumentation).
+    live_counts : list of int
+        The number of values held after each step of the last call.
+    overwrites : int
+        How many steps of the last call were allowed to overwrite an input.
     """
 
     steps: list[Step]
@@ -102,6 +106,7 @@ class Plan:
     key: tuple[Any, ...] = ()
     peak_live: int = 0
     live_counts: list[int] = field(default_factory=list)
+    overwrites: int = 0
 
     def describe(self) -> list[str]:
         """One line per step: the layers each step runs (fused chains joined by ``+``)."""
@@ -113,13 +118,14 @@ class Plan:
         values: dict[str, Any] = dict(feeds)
         results = {v: _capture(capture, v, values[v]) for v in self.wanted if v in feeds}
         fresh: set[str] = set()
-        counts = []
+        counts, overwrites = [], 0
         for step, drop in zip(self.steps, self.release):
             args = [values[v] for v in step.inputs]
             writable = [False] * len(args)
             if self.fused and step.overwrites:
                 writable = [_may_overwrite(v, a, fresh, drop, values, results)
                             for v, a in zip(step.inputs, args)]
+                overwrites += any(writable)
             out = step.call(args, writable)
             del args
             for v in drop:
@@ -135,7 +141,7 @@ class Plan:
                         fresh.add(v)
             del out, outs
             counts.append(len(values))
-        self.live_counts = counts
+        self.live_counts, self.overwrites = counts, overwrites
         self.peak_live = max(counts, default=len(values))
         return {v: results[v] for v in self.wanted}
 
