@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-REALDATA = HERE.parent.parent / "shared" / "realdata"
+REALDATA = Path(os.environ.get("REPURPOSE_REALDATA", HERE.parent.parent / "shared" / "realdata"))
 SQUEEZENET = REALDATA / "squeezenet_v1.0"
 THREADS = 2
 
