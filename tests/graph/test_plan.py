@@ -199,6 +199,22 @@ def test_hooks_fire_on_layers_that_would_be_fused() -> None:
     assert "conv: c3 + bn3 + sc3" in net.plan(["out"]).describe()
 
 
+def test_frozen_batchnorm_still_folds_in_eval_mode() -> None:
+    from repurpose.model_handler._freeze import freeze_modules
+
+    net = resnet_like()
+    freeze_modules([net.bn1])
+    x = torch.randn(2, 3, 6, 6)
+    fused, plain = both(net, x, ["out"])
+    assert_close(fused, plain)
+    assert "conv: c1 + bn1 + sc1 + r1" in net.plan(["out"]).describe()
+    net.train()  # the frozen BN's hook puts it back in eval mode when it is called
+    fused, plain = both(net, x, ["out"])
+    assert_close(fused, plain)
+    assert not net.bn1.training
+    assert not [s for s in net.plan(["out"]).describe() if s.startswith("conv")]
+
+
 def test_in_place_steps_leave_feeds_and_shared_values_alone() -> None:
     nodes = [
         relu("r0", "data", "r0"),  # reads the feed: must not overwrite it
