@@ -227,6 +227,9 @@ def compare(proto: Path, model: Path, layer: str, batch: int, images: int, size:
         order = ["opencv", "repurpose"] if r % 2 == 0 else ["repurpose", "opencv"]
         res = {rt: measure(rt, proto, model, layer, batch, images, size) for rt in order}
         ours, cv = res["repurpose"], res["opencv"]
+        print(f"{Path(proto).stem} batch {batch} round {r}: {ours['images_per_s']:.1f} vs "
+              f"{cv['images_per_s']:.1f} img/s, added {ours['added_mb']:.0f} vs "
+              f"{cv['added_mb']:.0f} MB", file=sys.stderr, flush=True)
         per_round.append({
             "repurpose": _rounded(ours), "opencv": _rounded(cv),
             "throughput_ratio": round(ours["images_per_s"] / cv["images_per_s"], 3),
