@@ -354,8 +354,7 @@ def _in_place_variant(node: Node, m: nn.Module, step: Step) -> Step:
         def relu(args: list[Any], writable: list[bool]) -> Any:
             return act(args[0]) if writable[0] else m(args[0])
 
-        return Step(step.layers, step.inputs, step.outputs, relu, step.fresh, True,
-                    "in-place")
+        return Step(step.layers, step.inputs, step.outputs, relu, step.fresh, True)
     if node.op == "add" and _built_by(node, m) and len(node.inputs) == 2 and \
             getattr(m, "coeffs", None) is None:
 
@@ -368,7 +367,7 @@ def _in_place_variant(node: Node, m: nn.Module, step: Step) -> Step:
                     return b.add_(a)
             return m(a, b)
 
-        return Step(step.layers, step.inputs, step.outputs, add, step.fresh, True, "in-place")
+        return Step(step.layers, step.inputs, step.outputs, add, step.fresh, True)
     return step
 
 
