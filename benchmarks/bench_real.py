@@ -123,68 +123,31 @@ def child(runtime: str, proto: Path, model: Path, layer: str, batch: int, images
 RESNET50 = [(3, 64, 256, 1), (4, 128, 512, 2), (6, 256, 1024, 2), (3, 512, 2048, 2)]
 
 
-class _CaffeWriter:
-    """Layers into a Caffe NetParameter with random weights (prototxt + caffemodel)."""
-
-    def __init__(self, shape: list[int], seed: int = 0) -> None:
-        from repurpose.caffe import _schema
-
-        self.net = _schema.net_class(True)()
-        self.net.name = "resnet50_bn_scale"
-        self.net.input.append("data")
-        self.net.input_dim.extend(shape)
-        self.rng = np.random.default_rng(seed)
-
-    def layer(self, name: str, kind: str, bottom: list[str], top: list[str],
-              blobs: list[np.ndarray] = (), **params: Any) -> None:  # type: ignore[assignment]
-        from google.protobuf import json_format
-
-        layer = self.net.layer.add(name=name, type=kind)
-        layer.bottom.extend(bottom)
-        layer.top.extend(top)
-        if params:
-            json_format.ParseDict(params, layer)
-        for arr in blobs:
-            blob = layer.blobs.add()
-            blob.shape.dim.extend(arr.shape)
-            blob.data.extend(arr.astype(np.float32).ravel().tolist())
-
-    def conv_bn(self, name: str, bottom: str, cin: int, cout: int, k: int, stride: int,
-                relu: bool) -> str:
-        fan_in = cin * k * k
-        weight = self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(1.0 / fan_in)
-        self.layer(name, "Convolution", [bottom], [name], [weight],
-                   convolution_param={"num_output": cout, "kernel_size": [k],
-                                      "stride": [stride], "pad": [k // 2],
-                                      "bias_term": False})
-        stats = [self.rng.standard_normal(cout) * 0.1, self.rng.uniform(0.5, 1.5, cout),
-                 np.ones(1)]
-        self.layer(f"bn_{name}", "BatchNorm", [name], [name], stats,
-                   batch_norm_param={"use_global_stats": True})
-        self.layer(f"scale_{name}", "Scale", [name], [name],
-                   [self.rng.uniform(0.5, 1.0, cout), self.rng.standard_normal(cout) * 0.1],
-                   scale_param={"bias_term": True})
-        if relu:
-            self.layer(f"{name}_relu", "ReLU", [name], [name])
-        return name
-
-    def write(self, directory: Path) -> tuple[Path, Path]:
-        from google.protobuf import text_format
-
-        proto, model = directory / "resnet50.prototxt", directory / "resnet50.caffemodel"
-        model.write_bytes(self.net.SerializeToString())
-        deploy = type(self.net)()
-        deploy.CopyFrom(self.net)
-        for layer in deploy.layer:
-            del layer.blobs[:]
-        proto.write_text(text_format.MessageToString(deploy))
-        return proto, model
+def _conv_bn(w: Any, name: str, bottom: str, cin: int, cout: int, k: int, stride: int,
+             relu: bool) -> str:
+    """Convolution (no bias) + BatchNorm + Scale (+ ReLU), in place as in ResNet's prototxt."""
+    weight = w.rng.standard_normal((cout, cin, k, k)) * np.sqrt(1.0 / (cin * k * k))
+    w.layer(name, "Convolution", [bottom], [name], [weight],
+            convolution_param={"num_output": cout, "kernel_size": [k], "stride": [stride],
+                               "pad": [k // 2], "bias_term": False})
+    stats = [w.rng.standard_normal(cout) * 0.1, w.rng.uniform(0.5, 1.5, cout), np.ones(1)]
+    w.layer(f"bn_{name}", "BatchNorm", [name], [name], stats,
+            batch_norm_param={"use_global_stats": True})
+    w.layer(f"scale_{name}", "Scale", [name], [name],
+            [w.rng.uniform(0.5, 1.0, cout), w.rng.standard_normal(cout) * 0.1],
+            scale_param={"bias_term": True})
+    if relu:
+        w.layer(f"{name}_relu", "ReLU", [name], [name])
+    return name
 
 
 def write_resnet50(directory: Path, size: int = 224) -> tuple[Path, Path]:
     """ResNet-50 (He et al. 2016, Caffe layout: stride on branch2a) with BN + Scale."""
-    w = _CaffeWriter([1, 3, size, size])
-    top = w.conv_bn("conv1", "data", 3, 64, 7, 2, relu=True)
+    sys.path.insert(0, str(HERE.parent / "tests" / "caffe"))
+    from caffe_writer import NetWriter  # the test suite's prototxt/caffemodel writer
+
+    w = NetWriter([1, 3, size, size])
+    top = _conv_bn(w, "conv1", "data", 3, 64, 7, 2, relu=True)
     w.layer("pool1", "Pooling", [top], ["pool1"],
             pooling_param={"pool": "MAX", "kernel_size": 3, "stride": 2})
     top, cin = "pool1", 64
@@ -194,10 +157,10 @@ def write_resnet50(directory: Path, size: int = 224) -> tuple[Path, Path]:
             s = stride if b == 0 else 1
             shortcut = top
             if b == 0:
-                shortcut = w.conv_bn(f"{name}_branch1", top, cin, cout, 1, s, relu=False)
-            x = w.conv_bn(f"{name}_branch2a", top, cin, mid, 1, s, relu=True)
-            x = w.conv_bn(f"{name}_branch2b", x, mid, mid, 3, 1, relu=True)
-            x = w.conv_bn(f"{name}_branch2c", x, mid, cout, 1, 1, relu=False)
+                shortcut = _conv_bn(w, f"{name}_branch1", top, cin, cout, 1, s, relu=False)
+            x = _conv_bn(w, f"{name}_branch2a", top, cin, mid, 1, s, relu=True)
+            x = _conv_bn(w, f"{name}_branch2b", x, mid, mid, 3, 1, relu=True)
+            x = _conv_bn(w, f"{name}_branch2c", x, mid, cout, 1, 1, relu=False)
             w.layer(name, "Eltwise", [shortcut, x], [name])
             w.layer(f"{name}_relu", "ReLU", [name], [name])
             top, cin = name, cout
@@ -206,7 +169,7 @@ def write_resnet50(directory: Path, size: int = 224) -> tuple[Path, Path]:
     fc = w.rng.standard_normal((1000, 2048)) * 0.01
     w.layer("fc1000", "InnerProduct", ["pool5"], ["fc1000"], [fc, np.zeros(1000)],
             inner_product_param={"num_output": 1000})
-    return w.write(directory)
+    return w.write(directory, "resnet50")
 
 
 # ------------------------------------------------------------------------ the parent
