@@ -196,7 +196,8 @@ def _built_by(node: Node, m: nn.Module) -> bool:
     factory = _OPS.get(node.op)
     if isinstance(factory, type):
         return type(m) is factory
-    return node.op == "relu" and type(m) in (nn.ReLU, nn.LeakyReLU)
+    return node.op == "relu" and type(m) in (nn.ReLU, nn.LeakyReLU) and \
+        not getattr(m, "inplace", False)
 
 
 def _fresh(node: Node, m: nn.Module) -> bool:
