@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import statistics
@@ -44,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 REALDATA = Path(os.environ.get("REPURPOSE_REALDATA", HERE.parent.parent / "shared" / "realdata"))
 SQUEEZENET = REALDATA / "squeezenet_v1.0"
 THREADS = 2
+QUICK = False  # set by --quick; passed on to the fine-tune section
 
 
 # ----------------------------------------------------------------- the child process
@@ -141,17 +143,21 @@ def _conv_bn(w: Any, name: str, bottom: str, cin: int, cout: int, k: int, stride
     return name
 
 
-def write_resnet50(directory: Path, size: int = 224) -> tuple[Path, Path]:
-    """ResNet-50 (He et al. 2016, Caffe layout: stride on branch2a) with BN + Scale."""
+def write_resnet50(directory: Path, size: int = 224, shrink: int = 1) -> tuple[Path, Path]:
+    """ResNet-50 (He et al. 2016, Caffe layout: stride on branch2a) with BN + Scale.
+
+    ``shrink`` divides every width (a smoke-test size); 1 gives the real widths.
+    """
     sys.path.insert(0, str(HERE.parent / "tests" / "caffe"))
     from caffe_writer import NetWriter  # the test suite's prototxt/caffemodel writer
 
     w = NetWriter([1, 3, size, size])
-    top = _conv_bn(w, "conv1", "data", 3, 64, 7, 2, relu=True)
+    top = _conv_bn(w, "conv1", "data", 3, 64 // shrink, 7, 2, relu=True)
     w.layer("pool1", "Pooling", [top], ["pool1"],
             pooling_param={"pool": "MAX", "kernel_size": 3, "stride": 2})
-    top, cin = "pool1", 64
+    top, cin = "pool1", 64 // shrink
     for stage, (blocks, mid, cout, stride) in enumerate(RESNET50, start=2):
+        mid, cout = mid // shrink, cout // shrink
         for b in range(blocks):
             name = f"res{stage}{chr(ord('a') + b)}"
             s = stride if b == 0 else 1
@@ -165,8 +171,8 @@ def write_resnet50(directory: Path, size: int = 224) -> tuple[Path, Path]:
             w.layer(f"{name}_relu", "ReLU", [name], [name])
             top, cin = name, cout
     w.layer("pool5", "Pooling", [top], ["pool5"],
-            pooling_param={"pool": "AVE", "kernel_size": 7, "stride": 1})
-    fc = w.rng.standard_normal((1000, 2048)) * 0.01
+            pooling_param={"pool": "AVE", "global_pooling": True})  # 7x7 at 224 px
+    fc = w.rng.standard_normal((1000, cin)) * 0.01
     w.layer("fc1000", "InnerProduct", ["pool5"], ["fc1000"], [fc, np.zeros(1000)],
             inner_product_param={"num_output": 1000})
     return w.write(directory, "resnet50")
@@ -230,7 +236,8 @@ def finetune_section() -> dict[str, Any] | None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if callable(getattr(module, "run", None)):
-        return dict(module.run())
+        quick = "quick" in inspect.signature(module.run).parameters
+        return dict(module.run(quick=QUICK) if quick else module.run())
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                          check=True, cwd=HERE.parent)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -238,14 +245,19 @@ def finetune_section() -> dict[str, Any] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 32 images")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 round, 4 images, batch 2, a slim 64 px ResNet")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--nets", nargs="+", default=["squeezenet", "resnet50"])
     parser.add_argument("--no-finetune", action="store_true")
     args = parser.parse_args()
-    rounds, images = (2, 32) if args.quick else (args.rounds, args.images)
+    global QUICK
+    QUICK = args.quick
+    rounds, images = (1, 4) if args.quick else (args.rounds, args.images)
+    batches = [2] if args.quick else args.batches
+    size, shrink = (64, 16) if args.quick else (224, 1)
     report: dict[str, Any] = {"threads": THREADS, "rounds": rounds}
     with tempfile.TemporaryDirectory() as tmp:
         nets = {}
@@ -254,11 +266,11 @@ def main() -> None:
                                        SQUEEZENET / "squeezenet_v1.0_dc.caffemodel",
                                        "fire9/concat", 227)
         if "resnet50" in args.nets:
-            proto, model = write_resnet50(Path(tmp))
-            nets["resnet50_bn_scale"] = (proto, model, "pool5", 224)
+            proto, model = write_resnet50(Path(tmp), size, shrink)
+            nets["resnet50_bn_scale"] = (proto, model, "pool5", size)
         for name, (proto, model, layer, size) in nets.items():
             report[name] = {f"batch_{b}": compare(proto, model, layer, b, images, size, rounds)
-                            for b in args.batches}
+                            for b in batches}
     if not args.no_finetune:
         report["finetune"] = finetune_section()
     print(json.dumps(report, indent=1))
