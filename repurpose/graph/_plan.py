@@ -114,6 +114,9 @@ class Plan:
 
     def __call__(self, feeds: Mapping[str, torch.Tensor],
                  capture: Capture | None = None) -> dict[str, Any]:
+        if self.fused and torch.is_grad_enabled():
+            raise RuntimeError("a fused plan computes no gradients (its folded weights are "
+                               "copies); call it under torch.no_grad(), or use GraphNet.run")
         wanted = set(self.wanted)
         values: dict[str, Any] = dict(feeds)
         results = {v: _capture(capture, v, values[v]) for v in self.wanted if v in feeds}

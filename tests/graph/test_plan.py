@@ -179,6 +179,8 @@ def test_training_or_gradients_use_the_layer_by_layer_path() -> None:
     assert out.requires_grad
     out.sum().backward()
     assert net.c1.weight.grad is not None
+    with pytest.raises(RuntimeError, match="under torch.no_grad"):
+        net.plan(["out"])({"data": x})
     net.bn1.train()
     with torch.no_grad():
         net.run({"data": x}, ["out"])
