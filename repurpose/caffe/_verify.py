@@ -172,7 +172,7 @@ def verify(
     values = [v for node in net.nodes for v in node.outputs]
     with torch.no_grad():
         ours = net.run({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in feeds.items()},
-                       values)
+                       values, fuse=False)  # layer by layer, as imported
     # OpenCV reuses the memory of blobs it was not asked to keep: read layers whose output is
     # overwritten in place, and multi-output layers, in passes that stop at them.
     overwritten = {n.name for n in net.nodes

@@ -11,11 +11,13 @@ from repurpose.graph._graph import (
     register_op,
     save_graph,
 )
+from repurpose.graph._plan import Plan
 
 __all__ = [
     "FORMAT_NAME",
     "GraphNet",
     "Node",
+    "Plan",
     "build_op",
     "list_ops",
     "load_graph",

@@ -67,7 +67,8 @@ def compare_net(net: GraphNet, feeds: Mapping[str, np.ndarray],
     report = VerifyReport(missing=[k for k in ref if k not in produced and k not in feeds],
                           reference=source)
     with torch.no_grad():
-        values = net.run({k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, wanted)
+        values = net.run({k: torch.from_numpy(np.asarray(v)) for k, v in feeds.items()}, wanted,
+                         fuse=False)  # layer by layer, as imported
     for key in wanted:
         got = values[key].detach().cpu().numpy().astype(np.float64)
         exp = np.asarray(ref[key], np.float64)

@@ -73,11 +73,16 @@ class Runner:
                 "extraction supports single-input graphs"
             )
         values = [index.get(n).value for n in self.names]
+        layer_of = {v: n for n, v in zip(self.names, values)}
         feed = net.input_names[0]
 
+        def reduce(value: str, x: torch.Tensor) -> Any:
+            # pooled as soon as it is computed, so the executor can free the full blob
+            return pool(x, self.pooling, layer_of[value])
+
         def call(x: torch.Tensor) -> dict[str, Any]:
-            out = net.run({feed: x}, values)
-            return {n: pool(out[v], self.pooling, n) for n, v in zip(self.names, values)}
+            out = net.run({feed: x}, values, capture=reduce)
+            return {n: out[v] for n, v in zip(self.names, values)}
 
         return call
 
