@@ -76,9 +76,13 @@ def load_split(handler: Any, folder: Path, per_class: int | None) -> tuple[torch
 
 def extract(handler: Any, X: torch.Tensor, cache: Path, split: str) -> dict[str, np.ndarray]:
     """Pooled features of every layer used, computed once and kept in ``cache``."""
-    out = cache / split
-    feats = handler.extract(X, PROBE, pooling="avg", batch_size=32, progress=False, out=out)
-    return {k: np.array(v) for k, v in feats.items()}  # copies: the cache is temporary
+    path = cache / f"{split}.npz"
+    if path.exists():  # written by an earlier process of the same run (--cache)
+        with np.load(path) as f:
+            return {k: f[k] for k in PROBE}
+    feats = handler.extract(X, PROBE, pooling="avg", batch_size=32, progress=False)
+    np.savez(path, **feats)
+    return feats
 
 
 def subsample(y: np.ndarray, k: int | None, seed: int) -> np.ndarray:
@@ -167,12 +171,14 @@ def feature_recipes(quick: bool) -> list[Recipe]:
         Recipe("head2toe", "multi", PROBE,
                lambda s: rp.Head2ToeRepurposer(**q, random_state=s)),
     ]
-    for gate in rp.GatedRepurposer.GATES:
-        for layers, tag in ((PAIR, "fire8+9"), (SINGLE, "4 layers")):
-            out.append(Recipe(
-                f"gated {gate} {tag}", "gated", layers,
-                lambda s, g=gate: rp.GatedRepurposer(gate=g, max_epochs=gated_epochs, **q,
-                                                     random_state=s)))
+    # every gate on the equal-width pair; the paper's and two extensions on all four layers
+    variants = [(g, PAIR, "fire8+9") for g in rp.GatedRepurposer.GATES]
+    variants += [(g, SINGLE, "4 layers") for g in ("paper", "temperature", "lowrank")]
+    for gate, layers, tag in variants:
+        out.append(Recipe(
+            f"gated {gate} {tag}", "gated", layers,
+            lambda s, g=gate: rp.GatedRepurposer(gate=g, max_epochs=gated_epochs, **q,
+                                                 random_state=s)))
     return out
 
 
@@ -245,22 +251,38 @@ def main() -> None:
     parser.add_argument("--only", choices=("features", "finetune"), default=None)
     parser.add_argument("--data", type=Path, default=REALDATA)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--ks", default="5,10,20,all",
+                        help="training images per class, comma-separated ('all': every one)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep the features here (default: a temporary directory), so "
+                        "that several processes of one run share one extraction")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="summarise the rows of earlier --out files instead of running")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="accuracy/ECE plot (PNG)")
     args = parser.parse_args()
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(f.read_text())["rows"]]
+        report = {**json.loads(args.merge[0].read_text()), "merged_from": len(args.merge),
+                  "summary": summarise(rows), "rows": rows}
+        return finish(report, args.out, args.figure)
     torch.set_num_threads(args.threads)
     handler = load_handler(args.data)
     flowers = args.data / "flowers12"
     train = load_split(handler, flowers / "train", 6 if args.quick else None)
     test = load_split(handler, flowers / "val", 3 if args.quick else None)
-    ks: list[int | None] = [2, None] if args.quick else [5, 10, 20, None]
+    ks: list[int | None] = [None if k == "all" else int(k) for k in args.ks.split(",")]
+    if args.quick:
+        ks = [2, None]
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     if args.only != "finetune":
         with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
-            f_train = extract(handler, train[0], Path(tmp), "train")
-            f_test = extract(handler, test[0], Path(tmp), "val")
+            cache = args.cache or Path(tmp)
+            cache.mkdir(parents=True, exist_ok=True)
+            f_train = extract(handler, train[0], cache, "train")
+            f_test = extract(handler, test[0], cache, "val")
         rows += feature_rows(feature_recipes(args.quick), f_train, train[1], f_test, test[1],
                              ks, 1 if args.quick else args.seeds)
     if args.only != "features":
@@ -277,13 +299,17 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "wall_s": round(time.perf_counter() - start, 1),
         "summary": summary, "rows": rows,
     }
+    finish(report, args.out, args.figure)
+
+
+def finish(report: dict[str, Any], out: Path | None, fig: Path | None) -> None:
     text = json.dumps(report, indent=1)
     print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    if args.figure is not None:
-        figure(summary, args.figure)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if fig is not None:
+        figure(report["summary"], fig)
 
 
 if __name__ == "__main__":
