@@ -74,15 +74,21 @@ def load_split(handler: Any, folder: Path, per_class: int | None) -> tuple[torch
     return torch.stack(xs), np.array(ys)
 
 
-def extract(handler: Any, X: torch.Tensor, cache: Path, split: str) -> dict[str, np.ndarray]:
-    """Pooled features of every layer used, computed once and kept in ``cache``."""
-    path = cache / f"{split}.npz"
-    if path.exists():  # written by an earlier process of the same run (--cache)
-        with np.load(path) as f:
-            return {k: f[k] for k in PROBE}
-    feats = handler.extract(X, PROBE, pooling="avg", batch_size=32, progress=False)
-    np.savez(path, **feats)
+def extract(handler: Any, data: tuple[torch.Tensor, np.ndarray], cache: Path,
+            split: str) -> dict[str, np.ndarray]:
+    """Pooled features of every layer used (and the labels), computed once, kept in ``cache``."""
+    feats = handler.extract(data[0], PROBE, pooling="avg", batch_size=32, progress=False)
+    np.savez(cache / f"{split}.npz", labels=data[1], **feats)
     return feats
+
+
+def cached(cache: Path | None, split: str) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """Features and labels written by an earlier process of the same run (``--cache``)."""
+    path = None if cache is None else cache / f"{split}.npz"
+    if path is None or not path.exists():
+        return None
+    with np.load(path) as f:
+        return {k: f[k] for k in PROBE}, f["labels"]
 
 
 def subsample(y: np.ndarray, k: int | None, seed: int) -> np.ndarray:
@@ -270,20 +276,26 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     handler = load_handler(args.data)
     flowers = args.data / "flowers12"
-    train = load_split(handler, flowers / "train", 6 if args.quick else None)
-    test = load_split(handler, flowers / "val", 3 if args.quick else None)
+    reuse = cached(args.cache, "train"), cached(args.cache, "val")
+    if args.only == "features" and reuse[0] is not None and reuse[1] is not None:
+        (f_train, y_train), (f_test, y_test) = reuse
+    else:
+        train = load_split(handler, flowers / "train", 6 if args.quick else None)
+        test = load_split(handler, flowers / "val", 3 if args.quick else None)
+        y_train, y_test = train[1], test[1]
     ks: list[int | None] = [None if k == "all" else int(k) for k in args.ks.split(",")]
     if args.quick:
         ks = [2, None]
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     if args.only != "finetune":
-        with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
-            cache = args.cache or Path(tmp)
-            cache.mkdir(parents=True, exist_ok=True)
-            f_train = extract(handler, train[0], cache, "train")
-            f_test = extract(handler, test[0], cache, "val")
-        rows += feature_rows(feature_recipes(args.quick), f_train, train[1], f_test, test[1],
+        if reuse[0] is None or reuse[1] is None or args.only != "features":
+            with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
+                cache = args.cache or Path(tmp)
+                cache.mkdir(parents=True, exist_ok=True)
+                f_train = extract(handler, train, cache, "train")
+                f_test = extract(handler, test, cache, "val")
+        rows += feature_rows(feature_recipes(args.quick), f_train, y_train, f_test, y_test,
                              ks, 1 if args.quick else args.seeds)
     if args.only != "features":
         rows += finetune_rows(handler, train, test, args.quick)
@@ -293,7 +305,7 @@ def main() -> None:
         "source": "ImageNet SqueezeNet v1.0 (Caffe), pooled fireN/concat and pool_final",
         "target": "flowers12: 12 classes, train K per class, test on val (20 per class)",
         "quick": args.quick,
-        "n_train": len(train[1]), "n_test": len(test[1]),
+        "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
         "torch_threads": args.threads, "machine": platform.machine(),
         "date": time.strftime("%Y-%m-%d"), "wall_s": round(time.perf_counter() - start, 1),

@@ -169,7 +169,7 @@ class Head2ToeRepurposer(MetaModelRepurposer):
         self,
         handler: Any = None,
         feature_layers: str | Sequence[str] | None = None,
-        keep: float = 0.1,
+        keep: float = 0.05,
         alpha: float = 0.1,
         C: float = 1.0,
         n_iter: int = 300,
