@@ -119,7 +119,7 @@ class GatedNet(nn.Module):
         # deviations that the data supports, instead of starting from random mixing.
         self.gate = nn.ModuleList(_gate_module(gate, self.dim, rank) for _ in range(n))
         if gate == "temperature":
-            self.log_temperature = nn.Parameter(torch.zeros(()))
+            self.log_temperature = nn.Parameter(torch.zeros(1))  # 1-d: safetensors-friendly
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.dim, n_classes)
 
