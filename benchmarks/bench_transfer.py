@@ -225,6 +225,10 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
     return table
 
 
+FIGURE = ["lr fire9", "lr pool_final", "lr concat", "ensemble lr", "gp fire9", "gp pool_final",
+          "head2toe", "gated paper fire8+9", "gated lowrank fire8+9", "gated paper 4 layers"]
+
+
 def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     import matplotlib
 
@@ -233,7 +237,8 @@ def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
 
     ks = ["5", "10", "20", "all"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, cells in sorted(summary.items()):
+    for name in FIGURE:
+        cells = summary.get(name, {})
         xs = [i for i, k in enumerate(ks) if k in cells]
         if len(xs) < 2:
             continue
@@ -244,8 +249,8 @@ def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_ylabel(f"validation {metric}")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=6, ncol=2, loc="upper right")
-    fig.suptitle("flowers12 with ImageNet SqueezeNet features (mean over seeds)")
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("flowers12 with ImageNet SqueezeNet features (mean over the seeds run)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
