@@ -148,8 +148,6 @@ class GatedRepurposer(MetaModelRepurposer):
         feature_layers: str | Sequence[str] | None = None,
         dim: int | None = None,
         project: bool | None = None,
-        gate: str = "paper",
-        gate_rank: int = 8,
         dropout: float = 0.2,
         lr: float = 1e-2,
         weight_decay: float = 1e-3,
@@ -166,6 +164,8 @@ class GatedRepurposer(MetaModelRepurposer):
         checkpoint_dir: str | os.PathLike[str] | None = None,
         random_state: int | None = None,
         progress: bool = True,
+        gate: str = "paper",
+        gate_rank: int = 8,
     ) -> None:
         super().__init__(handler, feature_layers, pooling, "concat", batch_size, progress)
         del self.combine  # the gates do the combining

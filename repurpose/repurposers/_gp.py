@@ -115,13 +115,13 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         train_batch_size: int = 512,
         lr: float = 0.02,
         n_samples: int = 256,
-        temperature: str | float | None = "loo",
         random_state: int | None = None,
         device: str | torch.device = "cpu",
         pooling: str | None = "avg",
         combine: str = "concat",
         batch_size: int = 64,
         progress: bool = True,
+        temperature: str | float | None = "loo",
     ) -> None:
         super().__init__(handler, feature_layers, pooling, combine, batch_size, progress)
         self.kernel = kernel
