@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -135,7 +136,7 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                      "settings": {"freeze": freeze, "max_epochs": rep.max_epochs,
                                   "lr": rep.lr, "body_lr_mult": rep.body_lr_mult,
                                   "batch_size": rep.batch_size}})
-        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     return rows
 
 
@@ -204,7 +205,7 @@ def feature_rows(recipes: Sequence[Recipe], train: dict[str, np.ndarray], y: np.
                 rows.append({"recipe": r.name, "family": r.family,
                              "K": "all" if k is None else k, "seed": seed,
                              **scores(y_test, proba, rep.classes_), "fit_s": round(fit_s, 2)})
-                print(json.dumps(rows[-1]), flush=True)
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     return rows
 
 
