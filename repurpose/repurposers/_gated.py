@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from repurpose._exceptions import RepurposeError
+from repurpose._validation import check_choice, check_int
 from repurpose.graph import GraphNet
 from repurpose.repurposers._base import MetaModelRepurposer
-from repurpose.repurposers._gated_net import GatedNet
+from repurpose.repurposers._gated_net import GATES, GatedNet
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
 from repurpose.repurposers._network import (
     ClassifierNet,
@@ -97,6 +98,14 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
         None (the paper): a learned projection only for layers whose width is not ``d``.
         True: project every layer (an extension; it lets the model down-weight a weak layer
         beyond what the bounded gates allow). False: no projections (widths must equal ``d``).
+    gate : {"paper", "temperature", "softmax", "diagonal", "lowrank", "layer"}
+        The gate form. ``"paper"``: the published sigmoid-then-softmax gates (each layer
+        keeps at least about a quarter of every dimension). The others are extensions:
+        a learnt temperature on the paper's gates, unbounded logits from a full, diagonal
+        or rank-``gate_rank`` matrix, or one weight per layer and sample (see
+        :mod:`repurpose.repurposers._gated_net`).
+    gate_rank : int
+        Rank of the ``"lowrank"`` gate matrices.
     dropout : float
         Dropout on ``g`` during training.
     lr, weight_decay, optimizer, schedule, max_epochs, batch_size, validation_fraction,
@@ -136,6 +145,8 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
     ((60, 2, 8), True)
     """
 
+    GATES = GATES  # the accepted values of ``gate``
+
     model_: Any
     history_: dict[str, list[float]]
 
@@ -162,11 +173,15 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
         random_state: int | None = None,
         progress: bool = True,
         num_workers: int = 0,
+        gate: str = "paper",
+        gate_rank: int = 8,
     ) -> None:
         super().__init__(handler, feature_layers, pooling, "concat", batch_size, progress)
         del self.combine  # the gates do the combining
         self.dim = dim
         self.project = project
+        self.gate = gate
+        self.gate_rank = gate_rank
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -199,7 +214,9 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
     def _gated_net(self, widths: Sequence[int], seed: int) -> GatedNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return GatedNet(widths, self.n_classes_, self.dim, float(self.dropout), self.project)
+            return GatedNet(widths, self.n_classes_, self.dim, float(self.dropout), self.project,
+                            gate=check_choice("gate", self.gate, GATES),
+                            rank=check_int("gate_rank", self.gate_rank, 1))
 
     # ----- cached features (default) -----------------------------------------------------
     def _fit_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:

@@ -5,6 +5,25 @@ For ``n`` feature layers ``x_i`` (each standardised, then projected to a common 
 ``z_i = sigmoid(W_i x_i + b_i)``, normalises them across the layers with a softmax per
 dimension, ``r = softmax(z)``, combines ``g = sum_i r_i * x_i`` and classifies ``g`` with a
 linear softmax layer.
+
+That is the paper's gate (``gate="paper"``). Its shares are bounded: a softmax over values in
+(0, 1) gives every layer at least ``1 / (1 + (n - 1) e)`` of each dimension (0.27 for two
+layers), and each layer's full ``d x d`` gate matrix overfits a few labelled examples per
+class. The other gates (an extension) lift one limit or the other:
+
+``"temperature"``
+    The paper's gate with a learnt temperature: ``r = softmax(z / t)``; as ``t`` falls the
+    shares can approach 0 and 1.
+``"softmax"``
+    Unbounded gate logits ``a_i = W_i x_i + b_i`` (no sigmoid), ``r = softmax(a)``.
+``"diagonal"``
+    Unbounded logits from one weight and one bias per dimension: ``a_i = w_i * x_i + b_i``
+    (``2 d`` parameters per layer instead of ``d^2 + d``).
+``"lowrank"``
+    Unbounded logits through a rank-``rank`` matrix: ``a_i = U_i V_i x_i + b_i``.
+``"layer"``
+    One unbounded logit per layer and sample, ``a_i = w_i . x_i + b_i``, shared by all
+    dimensions: per-sample layer weights.
 """
 
 from __future__ import annotations
@@ -14,7 +33,36 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["GatedNet"]
+__all__ = ["GATES", "GatedNet"]
+
+GATES = ("paper", "temperature", "softmax", "diagonal", "lowrank", "layer")
+
+
+class _Diagonal(nn.Module):
+    """Elementwise gate logits ``w * x + b`` (both start at zero)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
+def _gate_module(gate: str, dim: int, rank: int) -> nn.Module:
+    """One layer's gate-logit map; its output starts at zero (equal shares)."""
+    if gate == "diagonal":
+        return _Diagonal(dim)
+    if gate == "lowrank":
+        up = nn.Linear(int(rank), dim)
+        nn.init.zeros_(up.weight)
+        nn.init.zeros_(up.bias)
+        return nn.Sequential(nn.Linear(dim, int(rank), bias=False), up)
+    out = nn.Linear(dim, 1 if gate == "layer" else dim)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    return out
 
 
 class GatedNet(nn.Module):
@@ -33,11 +81,17 @@ class GatedNet(nn.Module):
     project : bool, optional
         Learn a linear projection for every layer (True), for none (False), or only for the
         layers whose width is not ``d`` (None, the paper's choice).
+    gate : str
+        The gate form, one of :data:`GATES` (see the module docstring); ``"paper"`` is
+        the published one.
+    rank : int
+        The rank of the ``"lowrank"`` gate matrices.
     """
 
     def __init__(
         self, in_dims: Sequence[int], n_classes: int, dim: int | None = None,
-        dropout: float = 0.0, project: bool | None = None,
+        dropout: float = 0.0, project: bool | None = None, gate: str = "paper",
+        rank: int = 8,
     ) -> None:
         super().__init__()
         self.in_dims = [int(d) for d in in_dims]
@@ -58,13 +112,14 @@ class GatedNet(nn.Module):
             raise ValueError(
                 f"project=False needs layers of width dim={self.dim}; got widths {self.in_dims}"
             )
-        gates = [nn.Linear(self.dim, self.dim) for _ in range(n)]
-        for gate in gates:
-            # Start from equal shares (r = 1/n): the gates then learn only the per-sample
-            # deviations that the data supports, instead of starting from random mixing.
-            nn.init.zeros_(gate.weight)
-            nn.init.zeros_(gate.bias)
-        self.gate = nn.ModuleList(gates)
+        if gate not in GATES:
+            raise ValueError(f"gate={gate!r}; expected one of {list(GATES)}")
+        self.kind = gate
+        # Every gate starts from equal shares (r = 1/n): it then learns only the per-sample
+        # deviations that the data supports, instead of starting from random mixing.
+        self.gate = nn.ModuleList(_gate_module(gate, self.dim, rank) for _ in range(n))
+        if gate == "temperature":
+            self.log_temperature = nn.Parameter(torch.zeros(1))  # 1-d: safetensors-friendly
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.dim, n_classes)
 
@@ -92,7 +147,11 @@ class GatedNet(nn.Module):
         return self._gates(self.project(xs))
 
     def _gates(self, hs: Sequence[torch.Tensor]) -> torch.Tensor:
-        z = torch.stack([torch.sigmoid(g(h)) for g, h in zip(self.gate, hs, strict=True)], 1)
+        z = torch.stack([g(h).expand_as(h) for g, h in zip(self.gate, hs, strict=True)], 1)
+        if self.kind in ("paper", "temperature"):
+            z = torch.sigmoid(z)
+        if self.kind == "temperature":
+            z = z / self.log_temperature.exp()
         return torch.softmax(z, dim=1)
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:

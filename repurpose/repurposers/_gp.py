@@ -75,6 +75,12 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         Adam learning rate of SVGP training.
     n_samples : int
         Quasi-Monte-Carlo draws for the predictive probabilities.
+    temperature : "loo", float or None
+        Probabilities are ``E[softmax(f / T)]`` with ``f ~ N(mu, s var)``. ``"loo"``
+        (default) fits ``T`` and the variance scale ``s`` on the exact GP's closed-form
+        leave-one-out predictions of the training data (the Dirichlet GP is otherwise
+        under-confident with few labels); SVGP fits use ``T = s = 1``. A number fixes
+        ``T`` (and ``s = 1``); None means ``T = s = 1``.
     random_state : int, optional
         Seed of k-means and minibatch order (SVGP).
     device : str or torch.device
@@ -115,6 +121,7 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         combine: str = "concat",
         batch_size: int = 64,
         progress: bool = True,
+        temperature: str | float | None = "loo",
     ) -> None:
         super().__init__(handler, feature_layers, pooling, combine, batch_size, progress)
         self.kernel = kernel
@@ -128,6 +135,7 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         self.train_batch_size = train_batch_size
         self.lr = lr
         self.n_samples = n_samples
+        self.temperature = temperature
         self.random_state = random_state
         self.device = device
 
@@ -150,6 +158,8 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
             check_int(name, value, low)
         check_number("alpha_epsilon", self.alpha_epsilon, 0, 1, low_open=True, high_open=True)
         check_number("lr", self.lr, 0, low_open=True)
+        if self.temperature not in ("loo", None):
+            check_number("temperature", self.temperature, 0, low_open=True)
 
     def _blocks(self) -> list[tuple[int, int]]:
         dims = [self.feature_dims_[k] for k in self.feature_layers_]
@@ -193,12 +203,23 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
             )
         self.model_ = model
         self.n_inducing_ = int(model.variational_strategy.inducing_points.shape[0])
+        self.temperature_, self.variance_scale_ = self._fit_temperature(x, y)
+
+    def _fit_temperature(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        if self.temperature is None or (self.temperature == "loo" and not self.exact_):
+            return 1.0, 1.0
+        if self.temperature != "loo":
+            return float(self.temperature), 1.0
+        xt = torch.as_tensor(x, dtype=torch.float64, device=torch.device(self.device))
+        return gpm.loo_temperature(self.model_, xt, y, float(self.alpha_epsilon), 64)
 
     # ----- prediction --------------------------------------------------------------------
     def _sample_proba(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         param = next(self.model_.parameters())
         x = torch.as_tensor(self._combine(features), dtype=param.dtype, device=param.device)
-        return gpm.predict_latent_proba(self.model_, x, self.n_samples)
+        return gpm.predict_latent_proba(self.model_, x, self.n_samples,
+                                        temperature=self.temperature_,
+                                        variance_scale=self.variance_scale_)
 
     def _predict_proba_features(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self._sample_proba(features)[0]
@@ -209,6 +230,8 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
             "exact": bool(self.exact_),
             "n_inducing": self.n_inducing_,
             "blocks": [list(b) for b in self._blocks()],
+            "temperature": self.temperature_,
+            "variance_scale": self.variance_scale_,
         }
         return meta, module_state_to_arrays(self.model_.state_dict(), prefix="gp.")
 
@@ -226,6 +249,9 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         model.eval()
         self.exact_ = exact
         self.n_inducing_ = int(meta["n_inducing"])
+        # saves written before the temperature existed predict as they did then
+        self.temperature_ = float(meta.get("temperature", 1.0))
+        self.variance_scale_ = float(meta.get("variance_scale", 1.0))
         self.model_ = model
 
 

@@ -29,7 +29,10 @@ from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
 from tqdm.auto import tqdm
 
-__all__ = ["DirichletSVGP", "build_kernel", "dirichlet_targets", "fit_exact", "fit_svgp"]
+__all__ = [
+    "DirichletSVGP", "build_kernel", "dirichlet_targets", "fit_exact", "fit_svgp",
+    "loo_temperature",
+]
 
 KERNELS = ("rbf", "matern52")
 MIN_LENGTHSCALE = 0.25  # relative to the median pairwise distance of the block
@@ -320,28 +323,78 @@ def fit_svgp(
     return model
 
 
+def _normal_draws(n_classes: int, n_samples: int) -> torch.Tensor:
+    """Fixed standard-normal draws ``(n_samples, n_classes, 1)``: a scrambled Sobol sequence
+    (quasi Monte Carlo: much lower error than pseudo-random draws for the same count)."""
+    sobol = torch.quasirandom.SobolEngine(n_classes, scramble=True, seed=0)
+    u = sobol.draw(n_samples, dtype=torch.float64).clamp(1e-9, 1 - 1e-9)
+    return torch.special.ndtri(u).unsqueeze(-1)
+
+
+@torch.no_grad()
+def loo_temperature(
+    model: DirichletSVGP,
+    x: torch.Tensor,
+    y: np.ndarray,
+    alpha_epsilon: float,
+    n_samples: int,
+    temperatures: Sequence[float] = tuple(np.geomspace(0.01, 2.0, 24)),
+    variance_scales: Sequence[float] = (1.0, 0.3, 0.1, 0.03, 0.01),
+) -> tuple[float, float]:
+    """``(T, s)`` of ``E[softmax((mu + sqrt(s var) eps) / T)]`` minimising the LOO NLL.
+
+    The exact GP's leave-one-out predictions have a closed form (for class ``c`` with
+    ``A_c = K + diag(noise_c)``: mean ``t_i - [A_c^-1 r_c]_i / [A_c^-1]_ii`` and variance
+    ``1 / [A_c^-1]_ii - noise_ci``), so both are fitted on the training data alone, without
+    a held-out split. With few labels the Dirichlet targets leave the latent posterior wide
+    and ``E[softmax]`` too flat: a temperature ``T < 1`` sharpens the mean and a variance
+    scale ``s < 1`` narrows the spread. ``(1, 1)`` is kept unless another pair does better.
+    """
+    n_classes = model.variational_strategy._variational_distribution.batch_shape[0]
+    targets, noise = dirichlet_targets(y, n_classes, alpha_epsilon)
+    targets, noise = targets.to(x), noise.to(x)
+    k = model.covar_module(x).to_dense()
+    a_inv = torch.cholesky_inverse(torch.linalg.cholesky(k.unsqueeze(0) + torch.diag_embed(noise)))
+    resid = targets - model.mean_module.constant.to(x)
+    diag = torch.diagonal(a_inv, dim1=-2, dim2=-1)
+    mu = targets - (a_inv @ resid.unsqueeze(-1)).squeeze(-1) / diag
+    sd = (1.0 / diag - noise).clamp_min(1e-10).sqrt()
+    eps = _normal_draws(n_classes, n_samples).to(x)
+    rows = torch.arange(len(y), device=x.device)
+    labels = torch.as_tensor(y, device=x.device)
+    best, best_loss = (1.0, 1.0), float("inf")
+    for s in (1.0, *variance_scales):
+        f = mu.unsqueeze(0) + (s ** 0.5) * sd.unsqueeze(0) * eps
+        for t in (1.0, *temperatures):
+            p = torch.softmax(f / t, dim=1).mean(0)[labels, rows]
+            loss = float(-p.clamp_min(1e-12).log().mean())
+            if loss < best_loss - 1e-9:
+                best, best_loss = (float(t), float(s)), loss
+    return best
+
+
 @torch.no_grad()
 def predict_latent_proba(
     model: DirichletSVGP,
     x: torch.Tensor,
     n_samples: int,
     batch_size: int = 1000,
+    temperature: float = 1.0,
+    variance_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Monte-Carlo class probabilities ``E[softmax(f)]`` and their std, each ``(n, n_classes)``.
+    """Monte-Carlo ``E[softmax(f / T)]``, ``f ~ N(mu, s var)``, and its std, each ``(n, C)``.
 
-    The normal draws are a fixed scrambled Sobol sequence (quasi Monte Carlo: much lower error
-    than pseudo-random draws for the same ``n_samples``), so predictions are deterministic.
+    The normal draws are fixed (quasi Monte Carlo), so predictions are deterministic.
     """
     model.eval()
     n_classes = model.variational_strategy._variational_distribution.batch_shape[0]
-    sobol = torch.quasirandom.SobolEngine(n_classes, scramble=True, seed=0)
-    u = sobol.draw(n_samples, dtype=torch.float64).clamp(1e-9, 1 - 1e-9)
-    eps = (torch.special.ndtri(u)).unsqueeze(-1)
+    eps = _normal_draws(n_classes, n_samples)
     probs, stds = [], []
     for start in range(0, x.shape[0], batch_size):
         mu, var = model.latent(x[start : start + batch_size])
-        f = mu.double().unsqueeze(0) + var.double().sqrt().unsqueeze(0) * eps.to(mu.device)
-        p = torch.softmax(f, dim=1)
+        sd = (variance_scale * var.double()).sqrt()
+        f = mu.double().unsqueeze(0) + sd.unsqueeze(0) * eps.to(mu.device)
+        p = torch.softmax(f / temperature, dim=1)
         probs.append(p.mean(0).T)
         stds.append(p.std(0).T)
     proba = torch.cat(probs).cpu().numpy()

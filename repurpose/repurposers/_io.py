@@ -265,8 +265,10 @@ def load(path: str | Path, handler: Any = None) -> Repurposer:
 
 def _refuse_pickle(file: Path) -> None:
     with open(file, "rb") as f:
-        head = f.read(2)
-    if head in _PICKLE_PROTOCOLS:
+        head = f.read(9)
+    # A safetensors file starts with its 8-byte header length, then the JSON header ("{"):
+    # a header of 640-1535 bytes also starts with 0x80 0x02-0x05, so that is no pickle.
+    if head[:2] in _PICKLE_PROTOCOLS and head[8:9] != b"{":
         raise UnsafeFileError(
             f"{str(file)!r} is a Python pickle; repurpose never loads pickles because they can "
             "run arbitrary code. Save with Repurposer.save (JSON + safetensors)"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import repurpose as rp
-from repurpose.repurposers._gated_net import GatedNet
+from repurpose.repurposers._gated_net import GATES, GatedNet
 from repurpose.testing import check_repurposer, tiny_problem
 
 
@@ -77,3 +77,55 @@ def test_needs_two_layers():
     feats, y = _features()
     with pytest.raises(ValueError, match="2 or more"):
         rp.GatedRepurposer(feature_layers=["fc6"], progress=False).fit_features(feats, y)
+
+
+@pytest.mark.parametrize("gate", GATES)
+def test_every_gate_starts_at_equal_shares_and_sums_to_one(gate):
+    torch.manual_seed(0)
+    net = GatedNet([4, 4, 4], n_classes=3, gate=gate, rank=2)
+    xs = [torch.randn(6, 4) for _ in range(3)]
+    r = net.gates(*xs)
+    assert r.shape == (6, 3, 4)
+    torch.testing.assert_close(r, torch.full_like(r, 1 / 3))
+
+
+def test_the_paper_gate_is_bounded_and_the_extensions_are_not():
+    xs = [torch.ones(1, 2), torch.ones(1, 2)]
+    shares = {}
+    for gate in ("paper", "softmax", "diagonal", "lowrank", "layer", "temperature"):
+        net = GatedNet([2, 2], n_classes=2, gate=gate, rank=1)
+        with torch.no_grad():
+            params = list(net.gate[0].parameters())
+            for p in params:
+                p.zero_()
+            params[-1].fill_(-20.0)  # the bias: push layer 0's gate logits far down
+            if gate == "temperature":
+                net.log_temperature.fill_(-3.0)
+            shares[gate] = float(net.gates(*xs)[0, 0].min())
+    bound = 1 / (1 + np.e)  # two layers: a sigmoid-then-softmax share never drops below it
+    assert shares["paper"] >= bound - 1e-6
+    assert all(v < 0.01 for k, v in shares.items() if k != "paper"), shares
+
+
+@pytest.mark.parametrize("gate", ["lowrank", "temperature"])
+def test_gate_variants_train_save_and_load(tmp_path, gate):
+    feats, y = _features()
+    rep = rp.GatedRepurposer(feature_layers=["fc6", "fc7"], gate=gate, gate_rank=3,
+                             max_epochs=5, progress=False, random_state=0)
+    rep.fit_features(feats, y)
+    rep.save(tmp_path / "g", include_handler=False)
+    loaded = rp.load(tmp_path / "g")
+    assert loaded.gate == gate
+    np.testing.assert_allclose(loaded.predict_proba_features(feats),
+                               rep.predict_proba_features(feats), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"gate": "sparse"}, "gate='sparse'; expected one of"),
+    ({"gate": "lowrank", "gate_rank": 0}, "gate_rank=0; expected an integer >= 1"),
+])
+def test_bad_gate_options_are_named(options, message):
+    feats, y = _features()
+    with pytest.raises(ValueError, match=message):
+        rp.GatedRepurposer(feature_layers=["fc6", "fc7"], max_epochs=1, progress=False,
+                           **options).fit_features(feats, y)

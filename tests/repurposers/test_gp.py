@@ -127,3 +127,24 @@ def test_bad_parameters_are_named(data, options, message):
     (train, y), _ = data
     with pytest.raises(ValueError, match=message):
         rp.GPRepurposer(progress=False, **options).fit_features(train, y)
+
+
+def test_loo_temperature_is_fitted_and_keeps_the_predicted_labels(data):
+    (train, y), test = data
+    plain = rp.GPRepurposer(temperature=None, progress=False, random_state=0)
+    plain.fit_features(train, y)
+    assert (plain.temperature_, plain.variance_scale_) == (1.0, 1.0)
+    loo = rp.GPRepurposer(progress=False, random_state=0).fit_features(train, y)
+    assert loo.variance_scale_ in (1.0, 0.3, 0.1, 0.03, 0.01)
+    assert 0.01 <= loo.temperature_ <= 2.0 and (loo.temperature_, loo.variance_scale_) != (1, 1)
+    assert not np.allclose(plain.predict_proba_features(test), loo.predict_proba_features(test))
+    # the same latent posterior; only the mapping to probabilities changes
+    np.testing.assert_array_equal(plain.predict_features(test), loo.predict_features(test))
+    fixed = rp.GPRepurposer(temperature=0.5, progress=False, random_state=0)
+    assert fixed.fit_features(train, y).temperature_ == 0.5
+
+
+def test_a_bad_temperature_is_named(data):
+    (train, y), _ = data
+    with pytest.raises(ValueError, match=r"temperature=-1.0; expected a number in \(0, inf\)"):
+        rp.GPRepurposer(temperature=-1.0, progress=False).fit_features(train, y)
