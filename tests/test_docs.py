@@ -22,9 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP = "# docs: not run"
 FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.S | re.M)
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
-# Pages whose snippets still use placeholder names (`module`, `net`, `X_train`, signature
-# listings): to be made runnable by their owners. Strict: the test fails once they run.
-NOT_YET_RUNNABLE = {"model-handler.md", "uncertainty.md"}
 RUNNER = """
 import json, sys, traceback
 blocks = json.loads(sys.stdin.read())
@@ -69,10 +66,7 @@ def _scratch_root(tmp: Path) -> Path:
 
 
 def _params() -> list:
-    later = pytest.mark.xfail(strict=True, reason="snippets not runnable yet")
-    return [pytest.param(p, id=p.relative_to(ROOT).as_posix(),
-                         marks=[later] if p.name in NOT_YET_RUNNABLE else [])
-            for p in PAGES]
+    return [pytest.param(p, id=p.relative_to(ROOT).as_posix()) for p in PAGES]
 
 
 @pytest.mark.realdata
