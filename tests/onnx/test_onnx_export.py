@@ -102,7 +102,7 @@ def test_binary_lr_mlp_and_linear_svm_export(resnet_handler, tmp_path) -> None:
 
 def test_rbf_svm_and_gp_say_they_do_not_export(resnet_handler, tmp_path) -> None:
     x, y = _data()
-    svm = rp.SVMRepurposer(resnet_handler, ["fc"], progress=False).fit(x, y)
+    svm = rp.SVMRepurposer(resnet_handler, ["fc"], kernel="rbf", progress=False).fit(x, y)
     with pytest.raises(rp.RepurposeError, match="only kernel='linear'"):
         svm.export_onnx(tmp_path / "svm.onnx")
     feats = resnet_handler.extract(x, ["fc"], progress=False)
