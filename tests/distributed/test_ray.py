@@ -50,7 +50,7 @@ def _folder(root: Path) -> Path:
 def test_extract_on_arrays_equals_local(local_ray: None) -> None:
     handler = _handler()
     x = np.random.default_rng(1).normal(size=(10, 3, 8, 8)).astype(np.float32)
-    ds = ray.data.from_numpy(x).repartition(2)
+    ds = ray.data.from_numpy([x[:5], x[5:]])  # two blocks, one per actor
     rows = distributed.extract(handler, ds, ["conv", "relu"], batch_size=4,
                                num_actors=2).take_all()
     local = handler.extract(x, ["conv", "relu"], progress=False)
