@@ -301,7 +301,9 @@ class GraphNet(nn.Module):
         >>> out["z"].shape
         torch.Size([1, 2])
         """
-        plan = self.plan(wanted, fused=fuse and not torch.is_grad_enabled())
+        # a trace (torch.onnx.export, torch.jit) must record the layers as they are
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        plan = self.plan(wanted, fused=fuse and not torch.is_grad_enabled() and not tracing)
         return plan({k: self._in_layout(v) for k, v in feeds.items()}, capture)
 
     def plan(self, wanted: Sequence[str], fused: bool = True) -> Plan:

@@ -80,7 +80,8 @@ def test_graph_with_qualified_names_has_containers():
     x = np.random.default_rng(0).random((2, 3, 4, 4), dtype=np.float32)
     feats = h.extract(x, ["block"], pooling=None, progress=False)
     expected = net.run({"data": torch.as_tensor(x)}, ["r"])["r"].detach().numpy()
-    np.testing.assert_allclose(feats["block"], expected)
+    # extraction runs the fused plan (BatchNorm folded): equal to float32 rounding
+    np.testing.assert_allclose(feats["block"], expected, rtol=1e-5, atol=1e-6)
     assert h.freeze("block").frozen_layers == ["block.conv"]
     assert h.freeze_up_to("block").frozen_layers == ["stem", "block.conv"]
     assert h.truncate("block").layer_names == ["stem", "block.conv", "block.relu"]
