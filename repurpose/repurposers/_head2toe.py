@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 from repurpose._validation import check_int, check_number
 from repurpose.repurposers._base import MetaModelRepurposer
+from repurpose.repurposers._lr import restore_lr
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["Head2ToeRepurposer", "group_lasso_scores"]
@@ -237,9 +238,4 @@ class Head2ToeRepurposer(MetaModelRepurposer):
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.feature_scores_ = np.asarray(arrays["scores"])
         self._set_selection(np.asarray(arrays["selected"]))
-        model = self._make_model()
-        model.coef_ = arrays["coef"]
-        model.intercept_ = arrays["intercept"]
-        model.classes_ = np.arange(self.n_classes_)
-        model.n_features_in_ = int(arrays["coef"].shape[1])
-        self.model_ = model
+        self.model_ = restore_lr(self._make_model(), arrays, self.n_classes_)

@@ -88,12 +88,17 @@ class LogisticRegressionRepurposer(MetaModelRepurposer):
         return {}, {"coef": self.model_.coef_, "intercept": self.model_.intercept_}
 
     def _set_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        model = self._make_model()
-        model.coef_ = arrays["coef"]
-        model.intercept_ = arrays["intercept"]
-        model.classes_ = np.arange(self.n_classes_)
-        model.n_features_in_ = int(arrays["coef"].shape[1])
-        self.model_ = model
+        self.model_ = restore_lr(self._make_model(), arrays, self.n_classes_)
+
+
+def restore_lr(model: LogisticRegression, arrays: Mapping[str, np.ndarray],
+               n_classes: int) -> LogisticRegression:
+    """``model`` (unfitted) made fitted from saved ``coef`` and ``intercept`` arrays."""
+    model.coef_ = arrays["coef"]
+    model.intercept_ = arrays["intercept"]
+    model.classes_ = np.arange(n_classes)
+    model.n_features_in_ = int(arrays["coef"].shape[1])
+    return model
 
 
 def encode_class_weight(
