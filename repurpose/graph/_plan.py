@@ -172,17 +172,19 @@ def _may_overwrite(name: str, x: Any, fresh: set[str], drop: Iterable[str],
 # --------------------------------------------------------------------------- building
 
 
-# Pre-hooks that do nothing to a module already in eval mode: freezing's "keep this
-# BatchNorm in eval mode" hook (repurpose.model_handler._freeze).
-_EVAL_NOOP_HOOKS = frozenset({("repurpose.model_handler._freeze", "_keep_eval")})
+def eval_noop(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a forward pre-hook as doing nothing to a module already in eval mode (as
+    freezing's "keep this BatchNorm in eval mode" hook), so a fused plan may skip it."""
+    hook.eval_noop = True  # type: ignore[attr-defined]
+    return hook
 
 
 def _hooked(m: nn.Module) -> bool:
     """Whether calling ``m`` would run hooks that a fused step would skip."""
     if m._forward_hooks or m._backward_hooks or m._backward_pre_hooks:
         return True
-    return any(m.training or (getattr(h, "__module__", None), getattr(h, "__name__", None))
-               not in _EVAL_NOOP_HOOKS for h in m._forward_pre_hooks.values())
+    return any(m.training or not getattr(h, "eval_noop", False)
+               for h in m._forward_pre_hooks.values())
 
 
 def _global_hooks() -> bool:

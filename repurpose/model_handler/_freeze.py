@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from repurpose.graph._plan import eval_noop
+
 __all__ = [
     "NORM_STATS",
     "freeze_modules",
@@ -33,6 +35,7 @@ __all__ = [
 NORM_STATS = (_BatchNorm, _InstanceNorm)  # layers whose train mode changes what they compute
 
 
+@eval_noop  # fused inference plans may fold a frozen norm layer
 def _keep_eval(module: nn.Module, _args: Any) -> None:
     if module.training:
         module.train(False)
