@@ -21,7 +21,8 @@ PACKAGE = ROOT / "repurpose"
 # only; "=" marks one exact module. Keep this table and docs/architecture.md in step.
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "base", ("=repurpose._exceptions", "=repurpose._validation", "=repurpose._version",
-                 "=repurpose._header", "=repurpose._compare", "=repurpose.metrics")),
+                 "=repurpose._header", "=repurpose._registry", "=repurpose._compare",
+                 "=repurpose.metrics")),
     (1, "graph", ("=repurpose.graph", "repurpose.graph.")),
     (1, "preprocess", ("=repurpose._preprocess",)),
     (1, "transferability", ("=repurpose.transferability", "repurpose.transferability.")),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
+from repurpose._registry import ConverterRegistry
 
 __all__ = ["LayerContext", "Converted", "register_layer", "supported_layers", "get_converter",
            "check_supported"]
@@ -97,7 +98,7 @@ class LayerContext:
 
 
 Converter = Callable[[LayerContext], Converted]
-_CONVERTERS: dict[str, Converter] = {}
+_CONVERTERS: ConverterRegistry[Converter] = ConverterRegistry("Caffe layer type")
 
 
 def register_layer(type_name: str, converter: Converter | None = None) -> Any:
@@ -124,13 +125,9 @@ def register_layer(type_name: str, converter: Converter | None = None) -> Any:
     ...     return Converted("identity")
     """
 
-    def add(fn: Converter) -> Converter:
-        if type_name in _CONVERTERS:
-            raise ValueError(f"Caffe layer type {type_name!r} already has a converter")
-        _CONVERTERS[type_name] = fn
-        return fn
-
-    return add if converter is None else add(converter)
+    if converter is None:
+        return lambda fn: _CONVERTERS.add(type_name, fn)
+    return _CONVERTERS.add(type_name, converter)
 
 
 def supported_layers() -> list[str]:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
+from repurpose._registry import ConverterRegistry
 from repurpose.graph import GraphNet, Node, build_op
 from repurpose.graph._graph import module_name
 from repurpose.mxnet._params import load_params, split_prefixes
@@ -29,7 +30,7 @@ from repurpose.mxnet._symbol import Attrs, MXNode, Symbol, load_symbol
 __all__ = ["ConvertContext", "register_op", "list_supported_ops", "load_net", "Converter"]
 
 Converter = Callable[["ConvertContext"], None]
-_CONVERTERS: dict[str, Converter] = {}
+_CONVERTERS: ConverterRegistry[Converter] = ConverterRegistry("MXNet op", "choose another name")
 
 
 def register_op(name: str, converter: Converter | None = None) -> Any:
@@ -56,21 +57,12 @@ def register_op(name: str, converter: Converter | None = None) -> Any:
     >>> rp.mxnet.register_op("MyReLU_doc_example", convert_my_relu)
     """
 
-    def decorator(func: Converter) -> Converter:
-        if name in _CONVERTERS:
-            raise ValueError(f"MXNet op {name!r} already has a converter; choose another name")
-        _CONVERTERS[name] = func
-        return func
-
-    if converter is not None:
-        decorator(converter)
-        return None
-    return decorator
+    return _CONVERTERS.register(name, converter)
 
 
 def list_supported_ops() -> list[str]:
     """The MXNet op names that have a converter, sorted."""
-    return sorted(_CONVERTERS)
+    return _CONVERTERS.names()
 
 
 class ConvertContext:

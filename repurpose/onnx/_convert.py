@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
+from repurpose._registry import ConverterRegistry
 from repurpose.graph import GraphNet, Node, build_op
 from repurpose.graph._graph import module_name
 
@@ -37,7 +38,7 @@ MIN_OPSET, MAX_OPSET = 9, 21
 PROBE_BATCHES = (2, 3)
 
 Converter = Callable[["ConvertContext"], None]
-_CONVERTERS: dict[str, Converter] = {}
+_CONVERTERS: ConverterRegistry[Converter] = ConverterRegistry("ONNX op", "choose another name")
 
 
 def register_op(name: str, converter: Converter | None = None) -> Any:
@@ -64,21 +65,12 @@ def register_op(name: str, converter: Converter | None = None) -> Any:
     >>> rp.onnx.register_op("MyRelu_doc_example", convert_my_relu)
     """
 
-    def decorator(func: Converter) -> Converter:
-        if name in _CONVERTERS:
-            raise ValueError(f"ONNX op {name!r} already has a converter; choose another name")
-        _CONVERTERS[name] = func
-        return func
-
-    if converter is not None:
-        decorator(converter)
-        return None
-    return decorator
+    return _CONVERTERS.register(name, converter)
 
 
 def list_supported_ops() -> list[str]:
     """The ONNX op types that convert to layers, sorted (constant folding handles more)."""
-    return sorted(_CONVERTERS)
+    return _CONVERTERS.names()
 
 
 @dataclass
