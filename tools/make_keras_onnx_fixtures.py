@@ -1,0 +1,168 @@
+"""Build the Keras-origin ONNX fixtures of tests/onnx (run with `make keras-onnx-fixtures`).
+
+Needs tensorflow-cpu and tf2onnx in their own venv (.venv-tf); never imports repurpose.
+Each net is a real Keras application (``keras.applications`` or the builder behind one,
+narrowed so the committed files stay small) with seeded random weights (``weights=None``,
+nothing is downloaded) and random BatchNormalization statistics, so that no layer is an
+identity. Each is exported by a real exporter: ``tf2onnx.convert.from_keras`` or Keras 3's
+own ``Model.export(format="onnx")`` (tf2onnx inside), NHWC input. For NAME it writes:
+
+- NAME.onnx, the exported model;
+- NAME.npz: ``input`` (a seeded NHWC batch), ``output`` (Keras ``model.predict``) and
+  ``features`` (the output of one middle Keras layer, NHWC);
+
+and keras_fixtures.json with, per net, the exporter, opset, the ONNX value holding the
+middle layer's output and the versions used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf2onnx  # noqa: E402
+from keras.src.applications import nasnet, resnet  # noqa: E402
+
+SEED = 0
+
+
+@dataclass
+class Net:
+    build: Callable[[], keras.Model]
+    exporter: str  # "tf2onnx" or "keras"
+    opset: int
+    middle: str  # a Keras layer whose output the tests compare
+    low: float = -1.0  # range of the reference input
+    high: float = 1.0
+
+
+def mobilenet_v2() -> keras.Model:
+    return keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None,
+                                          classes=10)
+
+
+def mobilenet_v3_small() -> keras.Model:
+    # include_preprocessing: a Rescaling layer (x / 127.5 - 1) on the NHWC input
+    return keras.applications.MobileNetV3Small(alpha=0.35, input_shape=(64, 64, 3),
+                                               weights=None, classes=5,
+                                               include_preprocessing=True)
+
+
+def resnet_tiny() -> keras.Model:
+    """ResNet50's builder and residual blocks (v1), one narrow block per stage."""
+
+    def stacks(x: keras.KerasTensor) -> keras.KerasTensor:
+        x = resnet.stack_residual_blocks_v1(x, 8, 1, stride1=1, name="conv2")
+        x = resnet.stack_residual_blocks_v1(x, 16, 1, name="conv3")
+        return resnet.stack_residual_blocks_v1(x, 32, 1, name="conv4")
+
+    return resnet.ResNet(stacks, False, True, name="resnet_tiny", weights=None,
+                         input_shape=(64, 64, 3), classes=10)
+
+
+def nasnet_tiny() -> keras.Model:
+    """NASNetMobile's builder with one cell per stage and few filters."""
+    return nasnet.NASNet(input_shape=(64, 64, 3), penultimate_filters=96, num_blocks=1,
+                         stem_block_filters=8, skip_reduction=False, filter_multiplier=2,
+                         weights=None, classes=5, default_size=64)
+
+
+NETS = {
+    "keras_mobilenet_v2_tf2onnx_opset13": Net(mobilenet_v2, "tf2onnx", 13, "block_5_add"),
+    "keras_mobilenet_v3_small_export_opset18": Net(mobilenet_v3_small, "keras", 18,
+                                                   "expanded_conv_5_add", 0.0, 255.0),
+    "keras_resnet_tiny_tf2onnx_opset9": Net(resnet_tiny, "tf2onnx", 9, "conv3_block1_out"),
+    "keras_resnet_tiny_tf2onnx_opset18": Net(resnet_tiny, "tf2onnx", 18, "conv3_block1_out"),
+    "keras_nasnet_tiny_tf2onnx_opset13": Net(nasnet_tiny, "tf2onnx", 13, "normal_concat_2"),
+}
+
+
+def randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
+    """Give every BatchNormalization non-trivial gamma, beta and moving statistics."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            values = []
+            for w in layer.weights:
+                n = w.shape
+                if "variance" in w.path:
+                    values.append(rng.uniform(0.5, 1.5, n))
+                elif "gamma" in w.path:
+                    values.append(rng.uniform(0.5, 1.5, n))
+                else:  # beta, moving_mean
+                    values.append(rng.normal(0.0, 0.1, n))
+            layer.set_weights([v.astype(np.float32) for v in values])
+
+
+def export(model: keras.Model, net: Net, path: Path) -> None:
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")
+    if net.exporter == "keras":
+        model.export(str(path), format="onnx", opset_version=net.opset, input_signature=[spec],
+                     verbose=False)
+    else:
+        tf2onnx.convert.from_keras(model, input_signature=(spec,), opset=net.opset,
+                                   output_path=str(path))
+
+
+def middle_value(path: Path, layer: str) -> str:
+    """The last ONNX value computed inside Keras layer ``layer`` (tf2onnx keeps the
+    TensorFlow op names, ``model/layer_1/Op:0``)."""
+    graph = onnx.load(str(path)).graph
+    pattern = re.compile(rf"/{re.escape(layer)}(_\d+)?/")
+    hits = [n.output[0] for n in graph.node if pattern.search(n.output[0])
+            and n.op_type != "Transpose"]
+    if not hits:
+        raise SystemExit(f"no ONNX value of Keras layer {layer!r} in {path}")
+    return hits[-1]
+
+
+def write_net(out: Path, name: str, net: Net) -> dict[str, object]:
+    keras.utils.set_random_seed(SEED)
+    model = net.build()
+    rng = np.random.default_rng(SEED)
+    randomise_batch_norm(model, rng)
+    x = rng.uniform(net.low, net.high, (2, *model.input_shape[1:])).astype(np.float32)
+    output = model.predict(x, verbose=0)
+    middle = keras.Model(model.inputs, model.get_layer(net.middle).output)
+    features = middle.predict(x, verbose=0)
+    path = out / f"{name}.onnx"
+    export(model, net, path)
+    np.savez_compressed(out / f"{name}.npz", input=x, output=output, features=features)
+    return {"keras_model": model.name, "exporter": net.exporter, "opset": net.opset,
+            "keras_layer": net.middle, "onnx_value": middle_value(path, net.middle),
+            "params": int(model.count_params())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="tests/onnx/fixtures")
+    out = Path(parser.parse_args().out)
+    out.mkdir(parents=True, exist_ok=True)
+    nets = {}
+    for name, net in NETS.items():
+        nets[name] = write_net(out, name, net)
+        print("wrote", name, nets[name]["onnx_value"])
+    manifest = {
+        "generator": "tools/make_keras_onnx_fixtures.py",
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                     "keras": keras.__version__, "tf2onnx": tf2onnx.__version__,
+                     "onnx": onnx.__version__, "numpy": np.__version__},
+        "seed": SEED,
+        "nets": nets,
+    }
+    (out / "keras_fixtures.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
