@@ -26,6 +26,7 @@ from torch import nn
 from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
 from repurpose.graph import GraphNet, Node, build_op
 from repurpose.graph._graph import module_name
+from repurpose.onnx._nhwc import nhwc_entry
 
 if TYPE_CHECKING:
     import onnx
@@ -222,17 +223,19 @@ class _Builder:
             self._drop_nhwc_transpose()
 
     def _drop_nhwc_transpose(self) -> None:
-        """An NHWC input read only by ``Transpose(perm=[0, 3, 1, 2])`` (tf2onnx's pattern)
-        becomes an NCHW input, as :class:`~repurpose.Preprocess` produces."""
-        transpose = nhwc_transpose(self.model)
-        if transpose is None:
+        """An NHWC input transposed to NCHW (tf2onnx's pattern, see :mod:`._nhwc`) becomes
+        an NCHW input, as :class:`~repurpose.Preprocess` produces; layout-free ops before
+        the transpose then run on NCHW data."""
+        entry = nhwc_entry(self.model)
+        if entry is None:
             return
+        transpose = entry.transpose
         name = self.graph_inputs[0]
         n, h, w, c = self.input_shapes[name]
         self.input_shapes[name] = (n, c, h, w)
         self.samples[name] = tuple(s.permute(0, 3, 1, 2).contiguous()
                                    for s in self.samples[name])
-        self.aliases[transpose.output[0]] = name
+        self.aliases[transpose.output[0]] = transpose.input[0]
         self.dropped_transpose = transpose.output[0]
 
     # ----- values ------------------------------------------------------------------------
@@ -331,21 +334,6 @@ def _load_weights(node: Node, module: nn.Module, weights: Mapping[str, np.ndarra
             state[key].copy_(torch.as_tensor(np.array(value)).to(state[key].dtype))
 
 
-def nhwc_transpose(model: onnx.ModelProto) -> onnx.NodeProto | None:
-    """The ``Transpose(perm=[0, 3, 1, 2])`` that alone reads the only (4-D) input, if any."""
-    from onnx import helper
-
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in inits]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
-        return None
-    readers = [n for n in model.graph.node if inputs[0].name in n.input]
-    if len(readers) != 1 or readers[0].op_type != "Transpose":
-        return None
-    perm = [helper.get_attribute_value(a) for a in readers[0].attribute if a.name == "perm"]
-    return readers[0] if perm and list(perm[0]) == [0, 3, 1, 2] else None
-
-
 def _default_opset(model: onnx.ModelProto) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -433,10 +421,11 @@ def load_net(source: str | Path | bytes | onnx.ModelProto,
         Shape of one input without the batch axis; needed when the file leaves axes
         other than the batch unknown.
     nchw_input : bool
-        When the only input is NHWC and is immediately transposed to NCHW (the pattern of
-        Keras exports by tf2onnx), drop that transpose so the net takes NCHW images like
-        every other network in repurpose. The transpose's output is then another name
-        for the input.
+        When the only input is NHWC and is transposed to NCHW (the pattern of Keras
+        exports by tf2onnx), drop that transpose so the net takes NCHW images like every
+        other network in repurpose. Elementwise ops with scalar operands may come before
+        the transpose (Keras's ``Rescaling`` layer): they then run on the NCHW input, so
+        their values are NCHW here while the file has them NHWC.
 
     Returns
     -------
