@@ -12,7 +12,7 @@ own ``Model.export(format="onnx")`` (tf2onnx inside), NHWC input. For NAME it wr
   ``features`` (the output of one middle Keras layer, NHWC);
 
 and keras_fixtures.json with, per net, the exporter, opset, the ONNX value holding the
-middle layer's output and the versions used.
+middle layer's output (and its layout in the file) and the versions used.
 """
 
 from __future__ import annotations
@@ -115,16 +115,23 @@ def export(model: keras.Model, net: Net, path: Path) -> None:
                                    output_path=str(path))
 
 
-def middle_value(path: Path, layer: str) -> str:
+def middle_value(path: Path, layer: str, nhwc: tuple[int, ...]) -> tuple[str, str]:
     """The last ONNX value computed inside Keras layer ``layer`` (tf2onnx keeps the
-    TensorFlow op names, ``model/layer_1/Op:0``)."""
-    graph = onnx.load(str(path)).graph
+    TensorFlow op names, ``model/layer_1/Op:0``) and its layout there, NHWC or NCHW
+    (tf2onnx moves transposes, so either occurs); ``nhwc`` is Keras's output shape."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     pattern = re.compile(rf"/{re.escape(layer)}(_\d+)?/")
-    hits = [n.output[0] for n in graph.node if pattern.search(n.output[0])
+    hits = [n.output[0] for n in model.graph.node if pattern.search(n.output[0])
             and n.op_type != "Transpose"]
     if not hits:
         raise SystemExit(f"no ONNX value of Keras layer {layer!r} in {path}")
-    return hits[-1]
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in model.graph.value_info}
+    shape, (h, w, c) = shapes[hits[-1]][1:], nhwc[1:]
+    layouts = [k for k, s in (("NHWC", [h, w, c]), ("NCHW", [c, h, w])) if s == shape]
+    if len(layouts) != 1:
+        raise SystemExit(f"{hits[-1]} has shape {shape}; cannot tell its layout")
+    return hits[-1], layouts[0]
 
 
 def write_net(out: Path, name: str, net: Net) -> dict[str, object]:
@@ -139,8 +146,9 @@ def write_net(out: Path, name: str, net: Net) -> dict[str, object]:
     path = out / f"{name}.onnx"
     export(model, net, path)
     np.savez_compressed(out / f"{name}.npz", input=x, output=output, features=features)
+    value, layout = middle_value(path, net.middle, features.shape)
     return {"keras_model": model.name, "exporter": net.exporter, "opset": net.opset,
-            "keras_layer": net.middle, "onnx_value": middle_value(path, net.middle),
+            "keras_layer": net.middle, "onnx_value": value, "onnx_layout": layout,
             "params": int(model.count_params())}
 
 
