@@ -141,3 +141,16 @@ def test_converted_graph_exports_a_container_layer(resnet_handler, tmp_path) -> 
     expected = resnet_handler.extract(x, ["layer1", "layer2"], pooling=None, progress=False)
     np.testing.assert_allclose(got[0], expected["layer1"], atol=ATOL, rtol=1e-4)
     np.testing.assert_allclose(got[1], expected["layer2"], atol=ATOL, rtol=1e-4)
+
+
+def test_repurposer_on_containers_loads_without_module_and_exports(resnet_handler,
+                                                                    tmp_path) -> None:
+    x, y = _data()
+    rep = rp.LogisticRegressionRepurposer(resnet_handler, ["layer1", "layer2"],
+                                          progress=False).fit(x, y)
+    rep.save(tmp_path / "rep")
+    loaded = rp.load(tmp_path / "rep")  # the handler is now a converted graph
+    assert type(loaded.handler.module).__name__ == "GraphNet"
+    np.testing.assert_array_equal(loaded.predict_proba(x), rep.predict_proba(x))
+    path = loaded.export_onnx(tmp_path / "lr.onnx")
+    np.testing.assert_allclose(_run(path, x)[0], rep.predict_proba(x), atol=ATOL)
