@@ -5,7 +5,7 @@ Keras's own ``model.predict``, extracts a middle layer, and a repurposer fits on
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ def _nchw(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _handler(name: str) -> rp.ModelHandler:
     return rp.ModelHandler.from_onnx(FIXTURES / f"{name}.onnx")
 
