@@ -46,7 +46,7 @@ def nhwc_entry(model: onnx.ModelProto) -> NHWCEntry | None:
     if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
         return None
     outputs = {o.name for o in model.graph.output}
-    value, chain = inputs[0].name, []
+    value, chain = inputs[0].name, list[str]()
     for _ in range(_MAX_CHAIN):
         readers = [n for n in model.graph.node if value in n.input]
         if len(readers) != 1 or value in outputs:
