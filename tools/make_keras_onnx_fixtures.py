@@ -46,6 +46,7 @@ class Net:
     middle: str  # a Keras layer whose output the tests compare
     low: float = -1.0  # range of the reference input
     high: float = 1.0
+    layout: str | None = None  # of the middle value, where shape inference cannot tell
 
 
 def mobilenet_v2() -> keras.Model:
@@ -79,6 +80,28 @@ def nasnet_tiny() -> keras.Model:
                          weights=None, classes=5, default_size=64)
 
 
+def layer_zoo() -> keras.Model:
+    """Keras layers beyond the applications' convolutions, as tf2onnx writes them: GELU
+    (tanh form; the exact one becomes Erfc, which tf2onnx cannot convert), decomposed
+    LayerNormalization, SeparableConv2D with swish, bilinear UpSampling2D,
+    Conv2DTranspose(padding="same") (asymmetric pads), AveragePooling2D(padding="same"),
+    Cropping2D, Dense on a feature map (reshapes computed from Shape), global max pooling."""
+    layers = keras.layers
+    x = inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", name="conv_gelu",
+                      activation=lambda t: keras.activations.gelu(t, approximate=True))(x)
+    x = layers.LayerNormalization(name="layer_norm")(x)
+    x = layers.SeparableConv2D(8, 3, activation="swish", name="separable_swish")(x)
+    x = layers.UpSampling2D(interpolation="bilinear", name="upsample")(x)
+    x = layers.Conv2DTranspose(6, 3, strides=2, padding="same", name="deconv_same")(x)
+    x = layers.AveragePooling2D(3, strides=2, padding="same", name="avg_pool_same")(x)
+    x = layers.Cropping2D(((1, 2), (0, 1)), name="crop")(x)
+    x = layers.Dense(5, activation="elu", name="dense_on_map")(x)
+    x = layers.GlobalMaxPooling2D(name="global_max")(x)
+    outputs = layers.Dense(4, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="layer_zoo")
+
+
 NETS = {
     "keras_mobilenet_v2_tf2onnx_opset13": Net(mobilenet_v2, "tf2onnx", 13, "block_5_add"),
     "keras_mobilenet_v3_small_export_opset18": Net(mobilenet_v3_small, "keras", 18,
@@ -86,6 +109,8 @@ NETS = {
     "keras_resnet_tiny_tf2onnx_opset9": Net(resnet_tiny, "tf2onnx", 9, "conv3_block1_out"),
     "keras_resnet_tiny_tf2onnx_opset18": Net(resnet_tiny, "tf2onnx", 18, "conv3_block1_out"),
     "keras_nasnet_tiny_tf2onnx_opset13": Net(nasnet_tiny, "tf2onnx", 13, "normal_concat_2"),
+    "keras_layer_zoo_tf2onnx_opset17": Net(layer_zoo, "tf2onnx", 17, "dense_on_map",
+                                           layout="NHWC"),  # Dense reshapes back to NHWC
 }
 
 
@@ -115,7 +140,8 @@ def export(model: keras.Model, net: Net, path: Path) -> None:
                                    output_path=str(path))
 
 
-def middle_value(path: Path, layer: str, nhwc: tuple[int, ...]) -> tuple[str, str]:
+def middle_value(path: Path, layer: str, nhwc: tuple[int, ...], layout: str | None
+                 ) -> tuple[str, str]:
     """The last ONNX value computed inside Keras layer ``layer`` (tf2onnx keeps the
     TensorFlow op names, ``model/layer_1/Op:0``) and its layout there, NHWC or NCHW
     (tf2onnx moves transposes, so either occurs); ``nhwc`` is Keras's output shape."""
@@ -125,6 +151,8 @@ def middle_value(path: Path, layer: str, nhwc: tuple[int, ...]) -> tuple[str, st
             and n.op_type != "Transpose"]
     if not hits:
         raise SystemExit(f"no ONNX value of Keras layer {layer!r} in {path}")
+    if layout is not None:
+        return hits[-1], layout
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in model.graph.value_info}
     shape, (h, w, c) = shapes[hits[-1]][1:], nhwc[1:]
@@ -146,7 +174,7 @@ def write_net(out: Path, name: str, net: Net) -> dict[str, object]:
     path = out / f"{name}.onnx"
     export(model, net, path)
     np.savez_compressed(out / f"{name}.npz", input=x, output=output, features=features)
-    value, layout = middle_value(path, net.middle, features.shape)
+    value, layout = middle_value(path, net.middle, features.shape, net.layout)
     return {"keras_model": model.name, "exporter": net.exporter, "opset": net.opset,
             "keras_layer": net.middle, "onnx_value": value, "onnx_layout": layout,
             "params": int(model.count_params())}
@@ -155,10 +183,18 @@ def write_net(out: Path, name: str, net: Net) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="tests/onnx/fixtures")
-    out = Path(parser.parse_args().out)
+    parser.add_argument("--only", nargs="*", choices=sorted(NETS),
+                        help="rewrite only these nets (the others keep their manifest entries)")
+    args = parser.parse_args()
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "keras_fixtures.json"
+    old = json.loads(manifest_path.read_text())["nets"] if manifest_path.is_file() else {}
     nets = {}
     for name, net in NETS.items():
+        if args.only and name not in args.only:
+            nets[name] = old[name]
+            continue
         nets[name] = write_net(out, name, net)
         print("wrote", name, nets[name]["onnx_value"])
     manifest = {
@@ -169,7 +205,7 @@ def main() -> None:
         "seed": SEED,
         "nets": nets,
     }
-    (out / "keras_fixtures.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -155,6 +155,13 @@ class ConvertContext:
             return tuple(self._b.folded[name].values[0].shape)
         return tuple(self._b.samples[self._b.value(name, self)][0].shape)
 
+    def shapes(self, i: int) -> tuple[tuple[int, ...], ...]:
+        """Shape of input ``i`` at each probe batch (they differ where the batch enters)."""
+        name = self.node.input[i]
+        if name in self._b.folded:
+            return tuple(tuple(v.shape) for v in self._b.folded[name].values)
+        return tuple(tuple(s.shape) for s in self._b.samples[self._b.value(name, self)])
+
     def batched(self, i: int) -> bool:
         """Whether axis 0 of input ``i`` is the batch axis."""
         samples = self._b.samples[self._b.value(self.node.input[i], self)]
@@ -452,7 +459,7 @@ def load_net(source: str | Path | bytes | onnx.ModelProto,
     missing: dict[str, list[str]] = {}
     _convert_nodes(builder, model.graph.node, missing)
     if missing:
-        listed = "; ".join(f"{op} ({len(names)} node(s), e.g. {names[0]!r})"
+        listed = "; ".join(f"{op} ({len(names)} node(s), e.g. {names[0]!r}{_not_onnx(op)})"
                            for op, names in sorted(missing.items()))
         raise UnsupportedLayerError(
             f"the ONNX model uses {len(missing)} unsupported op(s): {listed}. Supported: "
@@ -473,7 +480,7 @@ def _convert_nodes(builder: _Builder, nodes: Sequence[onnx.NodeProto],
         default = node.domain in ("", "ai.onnx")
         supported = default and node.op_type in _CONVERTERS
         if any(n in broken for n in node.input):
-            if not supported and node.op_type != "If":
+            if not supported and node.op_type not in _FOLD_ONLY:
                 _record(missing, node)
             broken.update(node.output)
             continue
@@ -490,6 +497,21 @@ def _convert_nodes(builder: _Builder, nodes: Sequence[onnx.NodeProto],
         _CONVERTERS[node.op_type](ctx)
         if ctx.emitted is None:
             raise RuntimeError(f"the converter of {node.op_type!r} did not call ctx.emit")
+
+
+# ops that never become layers: behind an unsupported node they are not reported themselves
+_FOLD_ONLY = {"If", "Shape", "Size"}
+
+
+def _not_onnx(op: str) -> str:
+    """A note for an op type that is no ONNX operator at all (an exporter left a
+    framework op in the file, e.g. tf2onnx's ``Erfc`` or ``StatefulPartitionedCall``)."""
+    from onnx import defs
+
+    if "." in op or defs.has(op):
+        return ""
+    return ("; not an ONNX op: the exporter could not convert it, and onnxruntime cannot "
+            "run it either. Re-export the model avoiding it")
 
 
 def _record(missing: dict[str, list[str]], node: onnx.NodeProto) -> None:

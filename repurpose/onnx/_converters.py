@@ -102,16 +102,18 @@ def _conv_transpose(ctx: ConvertContext) -> None:
             "NOTSET", "VALID"):
         raise ctx.fail("output_shape and auto_pad SAME are not supported; give pads")
     pads = list(ctx.attr("pads", [0, 0, 0, 0]))
-    if pads[0] != pads[2] or pads[1] != pads[3]:
-        raise ctx.fail(f"asymmetric pads {pads} are not supported")
     in_c, out_per_group, kh, kw = weight.shape
     groups = int(ctx.attr("group", 1))
     attrs = {"in_channels": in_c, "out_channels": out_per_group * groups,
              "kernel_size": [kh, kw], "stride": list(ctx.attr("strides", [1, 1])),
-             "padding": pads[:2], "output_padding": list(ctx.attr("output_padding", [0, 0])),
+             "output_padding": list(ctx.attr("output_padding", [0, 0])),
              "groups": groups, "bias": bias is not None,
              "dilation": list(ctx.attr("dilations", [1, 1]))}
-    ctx.emit("conv_transpose2d", attrs, weights={"weight": weight, "bias": bias})
+    weights = {"weight": weight, "bias": bias}
+    if pads[0] == pads[2] and pads[1] == pads[3]:
+        ctx.emit("conv_transpose2d", {**attrs, "padding": pads[:2]}, weights=weights)
+    else:  # Keras Conv2DTranspose(padding="same", strides=2) via tf2onnx: [0, 0, 1, 1]
+        ctx.emit("onnx.conv_transpose2d", {**attrs, "crop": _fpad(pads)}, weights=weights)
 
 
 @register_op("BatchNormalization")
@@ -384,8 +386,9 @@ def _reshape(ctx: ConvertContext) -> None:
         varying = [i for i, v in enumerate(folded.values[0]) if
                    any(v != other[i] for other in folded.values[1:])]
         for i in varying:
-            if i == 0 and batched:
-                target[0] = 0
+            if i == 0 and batched and all(int(v[0]) == shape[0] for v, shape in
+                                          zip(folded.values, ctx.shapes(0))):
+                target[0] = 0  # the input's first axis (the batch), copied
             elif len(varying) == 1 and -1 not in target:
                 target[i] = -1
             else:

@@ -16,9 +16,9 @@ from torch import nn
 from repurpose.graph import register_op
 
 __all__ = [
-    "PaddedConv2d", "Pool", "GlobalPool", "Flatten", "Transpose", "Squeeze",
-    "Unsqueeze", "Binary", "Unary", "Clip", "HardSigmoid", "PReluAny", "Softmax2d", "Pad",
-    "Resize", "Reduce", "MatMul", "Slice", "Gather", "Split", "Constant", "Cast",
+    "PaddedConv2d", "CroppedConvTranspose2d", "Pool", "GlobalPool", "Flatten", "Transpose",
+    "Squeeze", "Unsqueeze", "Binary", "Unary", "Clip", "HardSigmoid", "PReluAny", "Softmax2d",
+    "Pad", "Resize", "Reduce", "MatMul", "Slice", "Gather", "Split", "Constant", "Cast",
 ]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -50,6 +50,28 @@ class PaddedConv2d(nn.Conv2d):
         if any(self.pads):
             x = F.pad(x, self.pads)
         return super().forward(x)
+
+
+@register_op("onnx.conv_transpose2d")
+class CroppedConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` without padding, then cropped by (possibly asymmetric) ONNX
+    ``pads``, which ConvTranspose removes from its full output.
+
+    ``crop`` is in ``F.pad`` order: (left, right, top, bottom).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int],
+                 stride: Sequence[int] = (1, 1), output_padding: Sequence[int] = (0, 0),
+                 groups: int = 1, bias: bool = True, dilation: Sequence[int] = (1, 1),
+                 crop: Sequence[int] = (0, 0, 0, 0)) -> None:
+        super().__init__(in_channels, out_channels, (kernel_size[0], kernel_size[1]),
+                         (stride[0], stride[1]), 0, (output_padding[0], output_padding[1]),
+                         groups, bias, (dilation[0], dilation[1]))
+        self.crop = [int(c) for c in crop]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = super().forward(x)
+        return F.pad(y, [-c for c in self.crop]) if any(self.crop) else y
 
 
 @register_op("onnx.pool")
