@@ -66,7 +66,7 @@ def nhwc_entry(model: onnx.ModelProto) -> NHWCEntry | None:
 def _layout_free(node: onnx.NodeProto, value: str, scalars: set[str]) -> bool:
     if node.domain not in ("", "ai.onnx") or len(node.output) != 1:
         return False
-    if node.op_type == "Clip" or node.op_type in _UNARY:
+    if node.op_type in _UNARY:  # Clip's bounds are scalars by definition, but check
         return node.input[0] == value and all(n in scalars for n in node.input[1:] if n)
     if node.op_type in _SCALAR_BINARY and len(node.input) == 2:
         return all(n == value or n in scalars for n in node.input)
