@@ -172,3 +172,14 @@ def test_ops_an_exporter_left_unconverted_are_named_as_such() -> None:
                              r"not an ONNX op: the exporter could not convert it") as err:
         load_net(model)
     assert "Shape (" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["keras_mobilenet_v3_small_export_opset18",
+                                  "keras_layer_zoo_tf2onnx_opset17"])
+def test_imported_keras_model_exports_back_to_onnx(name: str, tmp_path) -> None:
+    """Keras -> ONNX (NHWC) -> repurpose (NCHW) -> ONNX again, still Keras's numbers."""
+    ref = _reference(name)
+    path = _handler(name).export_onnx(tmp_path / "again.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": _nchw(ref["input"])})[0],
+                               ref["output"], **TOL)
