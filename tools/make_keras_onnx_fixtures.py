@@ -2,9 +2,9 @@
 
 Needs tensorflow-cpu and tf2onnx in their own venv (.venv-tf); never imports repurpose.
 Each net is a real Keras application (``keras.applications`` or the builder behind one,
-narrowed so the committed files stay small) with seeded random weights (``weights=None``,
-nothing is downloaded) and random BatchNormalization statistics, so that no layer is an
-identity. Each is exported by a real exporter: ``tf2onnx.convert.from_keras`` or Keras 3's
+narrowed so the committed files stay small), or a small model of other Keras layers, with
+seeded random weights (``weights=None``, nothing is downloaded) and random biases and
+normalisation statistics, so that no layer is an identity. Each is exported by a real exporter: ``tf2onnx.convert.from_keras`` or Keras 3's
 own ``Model.export(format="onnx")`` (tf2onnx inside), NHWC input. For NAME it writes:
 
 - NAME.onnx, the exported model;
@@ -102,6 +102,32 @@ def layer_zoo() -> keras.Model:
     return keras.Model(inputs, outputs, name="layer_zoo")
 
 
+def attention_zoo() -> keras.Model:
+    """Attention on a feature map, and layers tf2onnx writes as comparisons and logic:
+    dilated and depth-multiplied convolutions, thresholded ReLU (Greater, Not, Cast),
+    PReLU, asymmetric ZeroPadding2D, hard sigmoid gate, MultiHeadAttention (reshapes to
+    batch * heads), LayerNormalization, Permute, Flatten."""
+    layers = keras.layers
+    x = inputs = keras.Input((12, 12, 3))
+    a = layers.Conv2D(6, 3, dilation_rate=2, padding="same", name="dilated")(x)
+    b = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise_x2")(x)
+    x = layers.Concatenate(name="concat")([a, b])
+    x = layers.ReLU(max_value=4.0, negative_slope=0.1, threshold=0.5, name="relu_threshold")(x)
+    x = layers.PReLU(shared_axes=[1, 2], name="prelu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="max_pool_same")(x)
+    x = layers.ZeroPadding2D(((0, 1), (1, 0)), name="pad")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Multiply(name="gate")([x, layers.Activation("hard_sigmoid", name="hsig")(x)])
+    x = layers.LeakyReLU(0.2, name="leaky")(x)
+    s = layers.Reshape((-1, 12), name="to_sequence")(x)
+    s = layers.MultiHeadAttention(2, 4, name="attention")(s, s)
+    s = layers.LayerNormalization(name="seq_norm")(s)
+    s = layers.Permute((2, 1), name="permute")(s)
+    s = layers.Flatten(name="flatten")(s)
+    outputs = layers.Dense(3, activation="softmax", name="predictions")(s)
+    return keras.Model(inputs, outputs, name="attention_zoo")
+
+
 NETS = {
     "keras_mobilenet_v2_tf2onnx_opset13": Net(mobilenet_v2, "tf2onnx", 13, "block_5_add"),
     "keras_mobilenet_v3_small_export_opset18": Net(mobilenet_v3_small, "keras", 18,
@@ -111,23 +137,23 @@ NETS = {
     "keras_nasnet_tiny_tf2onnx_opset13": Net(nasnet_tiny, "tf2onnx", 13, "normal_concat_2"),
     "keras_layer_zoo_tf2onnx_opset17": Net(layer_zoo, "tf2onnx", 17, "dense_on_map",
                                            layout="NHWC"),  # Dense reshapes back to NHWC
+    "keras_attention_zoo_tf2onnx_opset15": Net(attention_zoo, "tf2onnx", 15, "attention",
+                                               layout="NLC"),  # (batch, length, channels)
 }
 
 
-def randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
-    """Give every BatchNormalization non-trivial gamma, beta and moving statistics."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            values = []
-            for w in layer.weights:
-                n = w.shape
-                if "variance" in w.path:
-                    values.append(rng.uniform(0.5, 1.5, n))
-                elif "gamma" in w.path:
-                    values.append(rng.uniform(0.5, 1.5, n))
-                else:  # beta, moving_mean
-                    values.append(rng.normal(0.0, 0.1, n))
-            layer.set_weights([v.astype(np.float32) for v in values])
+def randomise_statistics(model: keras.Model, rng: np.random.Generator) -> None:
+    """Give every bias, normalisation scale and shift and batch-norm moving statistic a
+    random value (Keras starts them at 0 or 1, which would hide mistakes in them)."""
+    for var in model.weights:
+        last = var.path.rsplit("/", 1)[-1]
+        if last in ("gamma", "moving_variance"):
+            value = rng.uniform(0.5, 1.5, var.shape)
+        elif last in ("bias", "beta", "moving_mean"):
+            value = rng.normal(0.0, 0.1, var.shape)
+        else:
+            continue
+        var.assign(value.astype(np.float32))
 
 
 def export(model: keras.Model, net: Net, path: Path) -> None:
@@ -166,7 +192,7 @@ def write_net(out: Path, name: str, net: Net) -> dict[str, object]:
     keras.utils.set_random_seed(SEED)
     model = net.build()
     rng = np.random.default_rng(SEED)
-    randomise_batch_norm(model, rng)
+    randomise_statistics(model, rng)
     x = rng.uniform(net.low, net.high, (2, *model.input_shape[1:])).astype(np.float32)
     output = model.predict(x, verbose=0)
     middle = keras.Model(model.inputs, model.get_layer(net.middle).output)
