@@ -4,12 +4,13 @@ Needs tensorflow-cpu and tf2onnx in their own venv (.venv-tf); never imports rep
 Each net is a real Keras application (``keras.applications`` or the builder behind one,
 narrowed so the committed files stay small), or a small model of other Keras layers, with
 seeded random weights (``weights=None``, nothing is downloaded) and random biases and
-normalisation statistics, so that no layer is an identity. Each is exported by a real exporter: ``tf2onnx.convert.from_keras`` or Keras 3's
-own ``Model.export(format="onnx")`` (tf2onnx inside), NHWC input. For NAME it writes:
+normalisation statistics, so that no layer is an identity. Each is exported by a real
+exporter: ``tf2onnx.convert.from_keras`` or Keras 3's own ``Model.export(format="onnx")``
+(tf2onnx inside), NHWC input. For NAME it writes:
 
 - NAME.onnx, the exported model;
 - NAME.npz: ``input`` (a seeded NHWC batch), ``output`` (Keras ``model.predict``) and
-  ``features`` (the output of one middle Keras layer, NHWC);
+  ``features`` (the output of one middle Keras layer, as Keras computes it);
 
 and keras_fixtures.json with, per net, the exporter, opset, the ONNX value holding the
 middle layer's output (and its layout in the file) and the versions used.
