@@ -220,7 +220,8 @@ def main() -> None:
     nets = {}
     for name, net in NETS.items():
         if args.only and name not in args.only:
-            nets[name] = old[name]
+            if name in old:
+                nets[name] = old[name]
             continue
         nets[name] = write_net(out, name, net)
         print("wrote", name, nets[name]["onnx_value"])
