@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -c constraints.txt
 
-.PHONY: demo test lint typecheck pytest bench mxnet-fixtures clean
+.PHONY: demo test lint typecheck pytest bench mxnet-fixtures keras-onnx-fixtures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,13 @@ mxnet-fixtures: $(MXVENV)/bin/python
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Keras-origin ONNX fixtures: real Keras applications exported by tf2onnx and by Keras 3's
+# own Model.export, in their own environment; only needed to regenerate committed fixtures.
+TFVENV := .venv-tf
+$(TFVENV)/bin/python:
+	$(PYTHON) -m venv $(TFVENV)
+	$(TFVENV)/bin/pip install "tensorflow-cpu==2.20.0" "tf2onnx==1.17.0"
+
+keras-onnx-fixtures: $(TFVENV)/bin/python
+	$(TFVENV)/bin/python tools/make_keras_onnx_fixtures.py --out tests/onnx/fixtures

@@ -27,6 +27,7 @@ from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
 from repurpose._registry import ConverterRegistry
 from repurpose.graph import GraphNet, Node, build_op
 from repurpose.graph._graph import module_name
+from repurpose.onnx._nhwc import nhwc_entry
 
 if TYPE_CHECKING:
     import onnx
@@ -146,6 +147,13 @@ class ConvertContext:
             return tuple(self._b.folded[name].values[0].shape)
         return tuple(self._b.samples[self._b.value(name, self)][0].shape)
 
+    def shapes(self, i: int) -> tuple[tuple[int, ...], ...]:
+        """Shape of input ``i`` at each probe batch (they differ where the batch enters)."""
+        name = self.node.input[i]
+        if name in self._b.folded:
+            return tuple(tuple(v.shape) for v in self._b.folded[name].values)
+        return tuple(tuple(s.shape) for s in self._b.samples[self._b.value(name, self)])
+
     def batched(self, i: int) -> bool:
         """Whether axis 0 of input ``i`` is the batch axis."""
         samples = self._b.samples[self._b.value(self.node.input[i], self)]
@@ -214,17 +222,19 @@ class _Builder:
             self._drop_nhwc_transpose()
 
     def _drop_nhwc_transpose(self) -> None:
-        """An NHWC input read only by ``Transpose(perm=[0, 3, 1, 2])`` (tf2onnx's pattern)
-        becomes an NCHW input, as :class:`~repurpose.Preprocess` produces."""
-        transpose = nhwc_transpose(self.model)
-        if transpose is None:
+        """An NHWC input transposed to NCHW (tf2onnx's pattern, see :mod:`._nhwc`) becomes
+        an NCHW input, as :class:`~repurpose.Preprocess` produces; layout-free ops before
+        the transpose then run on NCHW data."""
+        entry = nhwc_entry(self.model)
+        if entry is None:
             return
+        transpose = entry.transpose
         name = self.graph_inputs[0]
         n, h, w, c = self.input_shapes[name]
         self.input_shapes[name] = (n, c, h, w)
         self.samples[name] = tuple(s.permute(0, 3, 1, 2).contiguous()
                                    for s in self.samples[name])
-        self.aliases[transpose.output[0]] = name
+        self.aliases[transpose.output[0]] = transpose.input[0]
         self.dropped_transpose = transpose.output[0]
 
     # ----- values ------------------------------------------------------------------------
@@ -323,21 +333,6 @@ def _load_weights(node: Node, module: nn.Module, weights: Mapping[str, np.ndarra
             state[key].copy_(torch.as_tensor(np.array(value)).to(state[key].dtype))
 
 
-def nhwc_transpose(model: onnx.ModelProto) -> onnx.NodeProto | None:
-    """The ``Transpose(perm=[0, 3, 1, 2])`` that alone reads the only (4-D) input, if any."""
-    from onnx import helper
-
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [v for v in model.graph.input if v.name not in inits]
-    if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
-        return None
-    readers = [n for n in model.graph.node if inputs[0].name in n.input]
-    if len(readers) != 1 or readers[0].op_type != "Transpose":
-        return None
-    perm = [helper.get_attribute_value(a) for a in readers[0].attribute if a.name == "perm"]
-    return readers[0] if perm and list(perm[0]) == [0, 3, 1, 2] else None
-
-
 def _default_opset(model: onnx.ModelProto) -> int:
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
@@ -425,10 +420,11 @@ def load_net(source: str | Path | bytes | onnx.ModelProto,
         Shape of one input without the batch axis; needed when the file leaves axes
         other than the batch unknown.
     nchw_input : bool
-        When the only input is NHWC and is immediately transposed to NCHW (the pattern of
-        Keras exports by tf2onnx), drop that transpose so the net takes NCHW images like
-        every other network in repurpose. The transpose's output is then another name
-        for the input.
+        When the only input is NHWC and is transposed to NCHW (the pattern of Keras
+        exports by tf2onnx), drop that transpose so the net takes NCHW images like every
+        other network in repurpose. Elementwise ops with scalar operands may come before
+        the transpose (Keras's ``Rescaling`` layer): they then run on the NCHW input, so
+        their values are NCHW here while the file has them NHWC.
 
     Returns
     -------
@@ -455,7 +451,7 @@ def load_net(source: str | Path | bytes | onnx.ModelProto,
     missing: dict[str, list[str]] = {}
     _convert_nodes(builder, model.graph.node, missing)
     if missing:
-        listed = "; ".join(f"{op} ({len(names)} node(s), e.g. {names[0]!r})"
+        listed = "; ".join(f"{op} ({len(names)} node(s), e.g. {names[0]!r}{_not_onnx(op)})"
                            for op, names in sorted(missing.items()))
         raise UnsupportedLayerError(
             f"the ONNX model uses {len(missing)} unsupported op(s): {listed}. Supported: "
@@ -476,7 +472,7 @@ def _convert_nodes(builder: _Builder, nodes: Sequence[onnx.NodeProto],
         default = node.domain in ("", "ai.onnx")
         supported = default and node.op_type in _CONVERTERS
         if any(n in broken for n in node.input):
-            if not supported and node.op_type != "If":
+            if not supported and node.op_type not in _FOLD_ONLY:
                 _record(missing, node)
             broken.update(node.output)
             continue
@@ -493,6 +489,21 @@ def _convert_nodes(builder: _Builder, nodes: Sequence[onnx.NodeProto],
         _CONVERTERS[node.op_type](ctx)
         if ctx.emitted is None:
             raise RuntimeError(f"the converter of {node.op_type!r} did not call ctx.emit")
+
+
+# ops that never become layers: behind an unsupported node they are not reported themselves
+_FOLD_ONLY = {"If", "Shape", "Size"}
+
+
+def _not_onnx(op: str) -> str:
+    """A note for an op type that is no ONNX operator at all (an exporter left a
+    framework op in the file, e.g. tf2onnx's ``Erfc`` or ``StatefulPartitionedCall``)."""
+    from onnx import defs
+
+    if "." in op or defs.has(op):
+        return ""
+    return ("; not an ONNX op: the exporter could not convert it, and onnxruntime cannot "
+            "run it either. Re-export the model avoiding it")
 
 
 def _record(missing: dict[str, list[str]], node: onnx.NodeProto) -> None:

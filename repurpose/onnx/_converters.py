@@ -102,16 +102,18 @@ def _conv_transpose(ctx: ConvertContext) -> None:
             "NOTSET", "VALID"):
         raise ctx.fail("output_shape and auto_pad SAME are not supported; give pads")
     pads = list(ctx.attr("pads", [0, 0, 0, 0]))
-    if pads[0] != pads[2] or pads[1] != pads[3]:
-        raise ctx.fail(f"asymmetric pads {pads} are not supported")
     in_c, out_per_group, kh, kw = weight.shape
     groups = int(ctx.attr("group", 1))
     attrs = {"in_channels": in_c, "out_channels": out_per_group * groups,
              "kernel_size": [kh, kw], "stride": list(ctx.attr("strides", [1, 1])),
-             "padding": pads[:2], "output_padding": list(ctx.attr("output_padding", [0, 0])),
+             "output_padding": list(ctx.attr("output_padding", [0, 0])),
              "groups": groups, "bias": bias is not None,
              "dilation": list(ctx.attr("dilations", [1, 1]))}
-    ctx.emit("conv_transpose2d", attrs, weights={"weight": weight, "bias": bias})
+    weights = {"weight": weight, "bias": bias}
+    if pads[0] == pads[2] and pads[1] == pads[3]:
+        ctx.emit("conv_transpose2d", {**attrs, "padding": pads[:2]}, weights=weights)
+    else:  # Keras Conv2DTranspose(padding="same", strides=2) via tf2onnx: [0, 0, 1, 1]
+        ctx.emit("onnx.conv_transpose2d", {**attrs, "crop": _fpad(pads)}, weights=weights)
 
 
 @register_op("BatchNormalization")
@@ -194,8 +196,16 @@ def _binary(op: str) -> Any:
 
 
 for _onnx_op, _op in (("Add", "add"), ("Sub", "sub"), ("Mul", "mul"), ("Div", "div"),
-                      ("Pow", "pow")):
+                      ("Pow", "pow"), ("Greater", "greater"), ("Less", "less"),
+                      ("Equal", "equal"), ("GreaterOrEqual", "greater_equal"),
+                      ("LessOrEqual", "less_equal"), ("And", "and"), ("Or", "or"),
+                      ("Xor", "xor")):
     register_op(_onnx_op, _binary(_op))
+
+
+@register_op("Where")
+def _where(ctx: ConvertContext) -> None:  # Keras ReLU(threshold=...) via tf2onnx
+    ctx.emit("onnx.where", {}, inputs=[ctx.input(i) for i in range(3)])
 
 
 def _variadic(op: str | None, single: str) -> Any:
@@ -235,7 +245,7 @@ for _onnx_op, _fn in (("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Neg", 
                       ("Abs", "abs"), ("Reciprocal", "reciprocal"), ("Erf", "erf"),
                       ("Floor", "floor"), ("Ceil", "ceil"), ("Softplus", "softplus"),
                       ("Softsign", "softsign"), ("Sign", "sign"), ("Sin", "sin"),
-                      ("Cos", "cos"), ("Round", "round")):
+                      ("Cos", "cos"), ("Round", "round"), ("Not", "not")):
     register_op(_onnx_op, _simple("onnx.unary", fn=_fn))
 
 
@@ -383,16 +393,28 @@ def _reshape(ctx: ConvertContext) -> None:
     if folded.batch_dependent:
         varying = [i for i, v in enumerate(folded.values[0]) if
                    any(v != other[i] for other in folded.values[1:])]
-        for i in varying:
-            if i == 0 and batched:
-                target[0] = 0
-            elif len(varying) == 1 and -1 not in target:
-                target[i] = -1
-            else:
-                raise ctx.fail(f"the target shape depends on the batch size on axes {varying}")
+        factor = _batch_factor(ctx, folded.values) if batched and varying == [0] else None
+        if factor == 1:
+            target[0] = 0  # the input's first axis (the batch), copied
+        elif len(varying) == 1 and -1 not in target:
+            target[varying[0]] = -1
+        elif factor is not None:  # N * heads in attention, beside a -1
+            ctx.emit("onnx.batch_reshape", {"shape": target[1:], "batch_factor": factor})
+            return
+        else:
+            raise ctx.fail(f"the target shape depends on the batch size on axes {varying}")
     elif batched and target and target[0] == ctx._b.declared_batch:
         target[0] = 0  # the exporter baked in the batch size of its example input
     ctx.emit("reshape", {"shape": target})
+
+
+def _batch_factor(ctx: ConvertContext, targets: Sequence[np.ndarray]) -> int | None:
+    """``m`` when the target's first axis is ``m`` times the input's at every probe."""
+    pairs = [(int(t[0]), shape[0]) for t, shape in zip(targets, ctx.shapes(0))]
+    if any(b <= 0 or a % b for a, b in pairs):
+        return None
+    ratios = {a // b for a, b in pairs}
+    return ratios.pop() if len(ratios) == 1 else None
 
 
 @register_op("Transpose")

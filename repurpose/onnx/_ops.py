@@ -16,9 +16,10 @@ from torch import nn
 from repurpose.graph import register_op
 
 __all__ = [
-    "PaddedConv2d", "Pool", "GlobalPool", "Flatten", "Transpose", "Squeeze",
-    "Unsqueeze", "Binary", "Unary", "Clip", "HardSigmoid", "PReluAny", "Softmax2d", "Pad",
-    "Resize", "Reduce", "MatMul", "Slice", "Gather", "Split", "Constant", "Cast",
+    "PaddedConv2d", "CroppedConvTranspose2d", "Pool", "GlobalPool", "Flatten", "Transpose",
+    "Squeeze", "Unsqueeze", "Binary", "Unary", "Where", "Clip", "HardSigmoid", "PReluAny",
+    "Softmax2d", "Pad", "Resize", "Reduce", "BatchReshape", "MatMul", "Slice", "Gather",
+    "Split", "Constant", "Cast",
 ]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
@@ -50,6 +51,28 @@ class PaddedConv2d(nn.Conv2d):
         if any(self.pads):
             x = F.pad(x, self.pads)
         return super().forward(x)
+
+
+@register_op("onnx.conv_transpose2d")
+class CroppedConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` without padding, then cropped by (possibly asymmetric) ONNX
+    ``pads``, which ConvTranspose removes from its full output.
+
+    ``crop`` is in ``F.pad`` order: (left, right, top, bottom).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Sequence[int],
+                 stride: Sequence[int] = (1, 1), output_padding: Sequence[int] = (0, 0),
+                 groups: int = 1, bias: bool = True, dilation: Sequence[int] = (1, 1),
+                 crop: Sequence[int] = (0, 0, 0, 0)) -> None:
+        super().__init__(in_channels, out_channels, (kernel_size[0], kernel_size[1]),
+                         (stride[0], stride[1]), 0, (output_padding[0], output_padding[1]),
+                         groups, bias, (dilation[0], dilation[1]))
+        self.crop = [int(c) for c in crop]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = super().forward(x)
+        return F.pad(y, [-c for c in self.crop]) if any(self.crop) else y
 
 
 @register_op("onnx.pool")
@@ -177,6 +200,9 @@ class Unsqueeze(nn.Module):
 _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
     "pow": torch.pow, "max": torch.maximum, "min": torch.minimum,
+    "greater": torch.gt, "less": torch.lt, "equal": torch.eq, "greater_equal": torch.ge,
+    "less_equal": torch.le, "and": torch.logical_and, "or": torch.logical_or,
+    "xor": torch.logical_xor,
 }
 
 
@@ -214,7 +240,7 @@ _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sqrt": torch.sqrt, "exp": torch.exp, "log": torch.log, "neg": torch.neg,
     "abs": torch.abs, "reciprocal": torch.reciprocal, "erf": torch.erf, "floor": torch.floor,
     "ceil": torch.ceil, "softplus": F.softplus, "softsign": F.softsign, "sign": torch.sign,
-    "sin": torch.sin, "cos": torch.cos, "round": torch.round,
+    "sin": torch.sin, "cos": torch.cos, "round": torch.round, "not": torch.logical_not,
 }
 
 
@@ -233,6 +259,33 @@ class Unary(nn.Module):
 
     def extra_repr(self) -> str:
         return self.fn
+
+
+@register_op("onnx.where")
+class Where(nn.Module):
+    """``condition ? x : y`` elementwise, with numpy broadcasting."""
+
+    def forward(self, condition: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+                ) -> torch.Tensor:
+        return torch.where(condition.to(torch.bool), x, y)
+
+
+@register_op("onnx.batch_reshape")
+class BatchReshape(nn.Module):
+    """Reshape to ``(batch * batch_factor, *shape)``, e.g. ``N * heads`` in attention;
+    in ``shape``, ``0`` keeps the input's size on that axis and ``-1`` is inferred."""
+
+    def __init__(self, shape: Sequence[int], batch_factor: int) -> None:
+        super().__init__()
+        self.shape = [int(d) for d in shape]
+        self.batch_factor = int(batch_factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rest = [x.shape[i] if d == 0 else d for i, d in enumerate(self.shape, 1)]
+        return x.reshape([x.shape[0] * self.batch_factor, *rest])
+
+    def extra_repr(self) -> str:
+        return f"batch*{self.batch_factor}, shape={self.shape}"
 
 
 @register_op("onnx.clip")

@@ -10,7 +10,8 @@ import numpy as np
 
 from repurpose._exceptions import RepurposeError
 from repurpose.graph._report import NodeDiff, VerifyReport, compare_net
-from repurpose.onnx._convert import load_net, nhwc_transpose, read_model
+from repurpose.onnx._convert import load_net, read_model
+from repurpose.onnx._nhwc import nhwc_entry
 
 if TYPE_CHECKING:
     import onnx
@@ -86,11 +87,15 @@ def verify(source: str | Path | bytes | onnx.ModelProto, inputs: np.ndarray | No
         shape = (batch_size, *net.input_shapes[name][1:])
         inputs = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
     x = np.asarray(inputs, np.float32)
-    ort_x = x.transpose(0, 2, 3, 1) if nchw_input and nhwc_transpose(model) else x
+    entry = nhwc_entry(model) if nchw_input else None
+    ort_x = x.transpose(0, 2, 3, 1) if entry else x
     top = {v for node in model.graph.node for v in node.output}  # not inside If branches
     produced = [v for node in net.nodes for v in node.outputs
                 if node.op != "onnx.constant" and v in top]
     ref = onnxruntime_outputs(model, {name: ort_x}, produced)
+    for value in entry.chain if entry else ():  # NHWC in the file, NCHW in the net
+        if value in ref:
+            ref[value] = ref[value].transpose(0, 3, 1, 2)
     import onnxruntime
 
     return compare_net(net, {name: x}, ref, f"onnxruntime {onnxruntime.__version__}", rtol, atol)

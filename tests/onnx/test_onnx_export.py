@@ -116,3 +116,41 @@ def test_rbf_svm_and_gp_say_they_do_not_export(resnet_handler, tmp_path) -> None
 def test_export_to_a_directory_is_refused(resnet_handler, tmp_path) -> None:
     with pytest.raises(ValueError, match="is a directory"):
         resnet_handler.export_onnx(tmp_path)
+
+
+@pytest.mark.parametrize("end_to_end", [False, True])
+def test_gated_repurposer_exports_probabilities(resnet_handler, tmp_path, end_to_end) -> None:
+    x, y = _data()
+    # two widths (8 and 16), so the export carries the learned projection too
+    rep = rp.GatedRepurposer(resnet_handler, ["maxpool", "avgpool"], max_epochs=2,
+                             end_to_end=end_to_end, random_state=0, progress=False).fit(x, y)
+    path = rep.export_onnx(tmp_path / "gated.onnx")
+    np.testing.assert_allclose(_run(path, x)[0], rep.predict_proba(x), atol=ATOL)
+
+
+def test_converted_graph_exports_a_container_layer(resnet_handler, tmp_path) -> None:
+    resnet_handler.save(tmp_path / "saved")
+    converted = rp.ModelHandler.load(tmp_path / "saved")  # a GraphNet, no module code
+    assert type(converted.module).__name__ == "GraphNet"
+    assert "layer2" not in converted.layer_names  # a container, not a layer
+    x, _ = _data(4)
+    path = converted.export_onnx(tmp_path / "cut.onnx", layers=["layer1", "layer2"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["layer1", "layer2"]
+    got = session.run(None, {"input": x})
+    expected = resnet_handler.extract(x, ["layer1", "layer2"], pooling=None, progress=False)
+    np.testing.assert_allclose(got[0], expected["layer1"], atol=ATOL, rtol=1e-4)
+    np.testing.assert_allclose(got[1], expected["layer2"], atol=ATOL, rtol=1e-4)
+
+
+def test_repurposer_on_containers_loads_without_module_and_exports(resnet_handler,
+                                                                    tmp_path) -> None:
+    x, y = _data()
+    rep = rp.LogisticRegressionRepurposer(resnet_handler, ["layer1", "layer2"],
+                                          progress=False).fit(x, y)
+    rep.save(tmp_path / "rep")
+    loaded = rp.load(tmp_path / "rep")  # the handler is now a converted graph
+    assert type(loaded.handler.module).__name__ == "GraphNet"
+    np.testing.assert_array_equal(loaded.predict_proba(x), rep.predict_proba(x))
+    path = loaded.export_onnx(tmp_path / "lr.onnx")
+    np.testing.assert_allclose(_run(path, x)[0], rep.predict_proba(x), atol=ATOL)

@@ -67,3 +67,23 @@ def test_pad_matches_onnxruntime(pads, mode, hw) -> None:
     report = verify(model, batch_size=2)
     assert report.ok, report.format()
     np.testing.assert_equal(report.rows[0].shape[2], hw + pads[2] + pads[6])
+
+
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 4), s=st.integers(1, 3), hw=st.integers(2, 6),
+       pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+       out_pad=st.integers(0, 2), group=st.sampled_from([1, 2]))
+@example(k=3, s=2, hw=4, pads=[0, 0, 1, 1], out_pad=0, group=1)  # Keras padding="same"
+def test_conv_transpose_padding_matches_onnxruntime(k, s, hw, pads, out_pad, group) -> None:
+    out_pad = min(out_pad, s - 1)  # must be smaller than the stride
+    full = s * (hw - 1) + out_pad + k  # the output before cropping by the pads
+    pads = [min(p, k - 1) for p in pads]
+    pads[2:] = [min(e, full - 1 - b) for b, e in zip(pads[:2], pads[2:])]  # keep >= 1
+    w = GraphWriter(13)
+    weight = w.weight("w", 4, 6 // group, k, k)
+    model = _one_node_model("ConvTranspose", hw, 4, [weight], writer=w, kernel_shape=[k, k],
+                            strides=[s, s], pads=pads, output_padding=[out_pad, out_pad],
+                            group=group)
+    report = verify(model, batch_size=2)
+    assert report.ok, report.format()
+    assert report.rows[0].shape == (2, 6, full - pads[0] - pads[2], full - pads[1] - pads[3])
