@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +199,18 @@ def read_lr_mults(prototxt: str | Path,
     The multipliers of CaffeNet's fine-tuning recipe are typically ``{"conv1": ((1.0, 1.0),
     (2.0, 0.0)), ...}``: biases learn twice as fast and are not decayed.
     """
-    spec = _parse.read_prototxt(prototxt, phase=phase)
+    return _spec_mults(_read_train_val(prototxt, phase))
+
+
+def _read_train_val(prototxt: str | Path, phase: str = "TRAIN") -> _parse.NetSpec:
+    """The net, quietly: data layers' fields the importer's schema lacks (image_data_param,
+    transform_param, ...) do not matter for the recipe."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fields this importer's schema does not know")
+        return _parse.read_prototxt(prototxt, phase=phase)
+
+
+def _spec_mults(spec: _parse.NetSpec) -> dict[str, tuple[tuple[float, float], ...]]:
     return {layer.name: tuple((float(p.lr_mult), float(p.decay_mult)) for p in layer.param)
             for layer in spec.layers if layer.param}
 
@@ -273,9 +285,11 @@ def read_recipe(solver: str | Path | CaffeSolver,
     clip = float(s.other.get("clip_gradients", -1))
     if clip > 0:
         recipe["clip_grad_norm"] = clip
+    spec = _read_train_val(train_val) if isinstance(train_val, str | Path) else None
     if train_val is not None:
-        recipe["lr_mults"] = _recipe_mults(train_val, head)
-    batch = _batch_size(train_val) if isinstance(train_val, str | Path) else None
+        mults = _spec_mults(spec) if spec is not None else train_val
+        recipe["lr_mults"] = _recipe_mults(mults, head)  # type: ignore[arg-type]
+    batch = _batch_size(spec) if spec is not None else None
     if batch is not None:
         recipe["batch_size"] = batch * s.iter_size
     elif s.iter_size > 1:
@@ -285,9 +299,7 @@ def read_recipe(solver: str | Path | CaffeSolver,
     return recipe
 
 
-def _recipe_mults(train_val: str | Path | Mapping[str, Any],
-                  head: str | None) -> dict[str, list[list[float]]]:
-    mults = read_lr_mults(train_val) if isinstance(train_val, str | Path) else train_val
+def _recipe_mults(mults: Mapping[str, Any], head: str | None) -> dict[str, list[list[float]]]:
     out = {str(k): [[float(lr), float(decay)] for lr, decay in v] for k, v in mults.items()}
     if head is not None:
         if head not in out:
@@ -297,9 +309,8 @@ def _recipe_mults(train_val: str | Path | Mapping[str, Any],
     return out
 
 
-def _batch_size(prototxt: str | Path) -> int | None:
+def _batch_size(spec: _parse.NetSpec) -> int | None:
     """The ``batch_size`` of the TRAIN net's data layer, if one sets it."""
-    spec = _parse.read_prototxt(prototxt, phase="TRAIN")
     for params in spec.params:
         for value in params.values():
             if isinstance(value, dict) and "batch_size" in value:
