@@ -285,18 +285,29 @@ def read_recipe(solver: str | Path | CaffeSolver,
     clip = float(s.other.get("clip_gradients", -1))
     if clip > 0:
         recipe["clip_grad_norm"] = clip
-    spec = _read_train_val(train_val) if isinstance(train_val, str | Path) else None
-    if train_val is not None:
-        mults = _spec_mults(spec) if spec is not None else train_val
-        recipe["lr_mults"] = _recipe_mults(mults, head)  # type: ignore[arg-type]
-    batch = _batch_size(spec) if spec is not None else None
-    if batch is not None:
-        recipe["batch_size"] = batch * s.iter_size
+    recipe.update(_train_val_settings(train_val, head))
+    if "batch_size" in recipe:
+        recipe["batch_size"] *= s.iter_size
     elif s.iter_size > 1:
         raise ModelFormatError(f"{where}: iter_size={s.iter_size} accumulates batches, but the "
                                "batch size is unknown; give the train_val.prototxt with its "
                                "data layer, or set batch_size=<batch * iter_size> yourself")
     return recipe
+
+
+def _train_val_settings(train_val: str | Path | Mapping[str, Any] | None,
+                        head: str | None) -> dict[str, Any]:
+    """``lr_mults`` and the TRAIN data layer's ``batch_size`` (when set) of a train_val."""
+    if train_val is None:
+        return {}
+    if isinstance(train_val, Mapping):
+        return {"lr_mults": _recipe_mults(train_val, head)}
+    spec = _read_train_val(train_val)
+    settings: dict[str, Any] = {"lr_mults": _recipe_mults(_spec_mults(spec), head)}
+    batch = _batch_size(spec)
+    if batch is not None:
+        settings["batch_size"] = batch
+    return settings
 
 
 def _recipe_mults(mults: Mapping[str, Any], head: str | None) -> dict[str, list[list[float]]]:
