@@ -2,7 +2,8 @@
 
 One :class:`Trainer` runs mini-batch training of a classifier ``model(*inputs) -> logits``
 with: optimiser parameter groups (discriminative rates, no decay on biases and norms),
-SGD-momentum or AdamW, a cosine or one-cycle schedule stepped per batch, gradient
+SGD-momentum (PyTorch's or Caffe's form) or AdamW, a cosine, one-cycle or Caffe
+``lr_policy`` schedule stepped per batch, a step budget (``max_steps``), gradient
 clipping, optional L2-SP, optional gradual unfreezing (head only, then the body), an
 augmentation callable, a validation set with early stopping and best-weights restore,
 a per-epoch progress bar, a ``history`` dict, optional mixed precision, and per-epoch
@@ -103,8 +104,11 @@ class TrainSettings:
         """The settings that change the result, for checking a checkpoint belongs to a run."""
         keys = ("max_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
                 "schedule", "clip_grad_norm", "l2sp", "unfreeze_after", "patience", "amp",
-                "seed", "max_steps")
-        return {k: getattr(self, k) for k in keys}
+                "seed")
+        found = {k: getattr(self, k) for k in keys}
+        if self.max_steps is not None:  # only when set: older checkpoints keep their run id
+            found["max_steps"] = self.max_steps
+        return found
 
 
 def lr_factor(schedule: str | Mapping[str, Any] | None, step: int, total: int) -> float:
