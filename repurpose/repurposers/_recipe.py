@@ -170,9 +170,9 @@ def apply_lr_mults(lr_mults: Mapping[str, Any], layers: Sequence[tuple[str, nn.M
     Parameters
     ----------
     lr_mults : mapping
-        See :func:`check_lr_mults`. Pairs apply to a layer's parameters in order; missing
-        ones are (1, 1) as in Caffe, extra ones (blobs that are buffers here, such as a
-        Caffe BatchNorm's statistics) are ignored.
+        See :func:`check_lr_mults`. Pairs apply to the parameters of each module of a
+        layer in order (weight, bias); missing ones are (1, 1) as in Caffe, extra ones
+        (blobs that are buffers here, such as a Caffe BatchNorm's statistics) are ignored.
     layers : sequence of (name, module)
         The trained network's layers, the new head as ``"head"``.
     source_names : sequence of str
@@ -195,14 +195,26 @@ def apply_lr_mults(lr_mults: Mapping[str, Any], layers: Sequence[tuple[str, nn.M
     for name, pairs in mults.items():
         if name not in modules:
             continue  # cut away with the top of the source network
-        named = list(modules[name].named_parameters())
-        full = pairs + ((1.0, 1.0),) * max(0, len(named) - len(pairs))
-        if named and all(lr == 0 for lr, _ in full[:len(named)]):
+        blobs = _blobs(modules[name], pairs)
+        if blobs and all(lr == 0 for _, _, lr, _ in blobs):
             freeze_modules([modules[name]])
             continue
-        for (pname, p), (lr, decay) in zip(named, full, strict=False):
+        for pname, p, lr, decay in blobs:
             if lr == 0:
                 p.requires_grad_(False)
             elif p.requires_grad:
                 found[id(p)] = BlobMult(lr, decay, f"{name}/{pname}")
     return found
+
+
+def _blobs(module: nn.Module, pairs: Pairs) -> list[tuple[str, nn.Parameter, float, float]]:
+    """``(name, parameter, lr_mult, decay_mult)``: the pairs apply to the parameters of each
+    submodule in order (a Caffe layer is one module; a head with a hidden layer has two
+    Linear layers, each with weight and bias)."""
+    out = []
+    for prefix, sub in module.named_modules():
+        own = list(sub.named_parameters(recurse=False))
+        full = pairs + ((1.0, 1.0),) * max(0, len(own) - len(pairs))
+        out += [(f"{prefix}.{n}" if prefix else n, p, lr, decay)
+                for (n, p), (lr, decay) in zip(own, full, strict=False)]
+    return out

@@ -219,3 +219,13 @@ def test_bad_recipe_settings_are_named(kwargs, match) -> None:
                                 progress=False)
     with pytest.raises(ValueError, match=match):
         rep.fit(X, y)
+
+
+def test_head_pairs_apply_to_each_of_its_layers(applied) -> None:
+    X, y = _data()
+    recipe = read_recipe(SOLVERS["fixed"], {"head": ((10, 1), (20, 0))})
+    rp.FineTuneRepurposer(rp.ModelHandler(_net()), **recipe, n_hidden=5, batch_size=8,
+                          progress=False, random_state=0).fit(X, y)
+    rates = {name: lr for name, (lr, _) in applied[0].items() if name.startswith("head")}
+    assert rates == pytest.approx({"head/layers.0.weight": 0.2, "head/layers.0.bias": 0.4,
+                                   "head/layers.2.weight": 0.2, "head/layers.2.bias": 0.4})
