@@ -106,9 +106,9 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("lr_mults", None, Mapping[str, Any] | None, "dict, optional",
           "Caffe's per-layer ``param { lr_mult decay_mult }``: ``{layer: [(lr_mult, "
           "decay_mult), ...]}``, one pair per parameter (weight, bias) of each module in the "
-          "layer, or a number (the "
-          "lr_mult of all). A listed parameter trains at ``lr * lr_mult`` (not "
-          "``body_lr_mult``) with weight decay ``weight_decay * decay_mult``; lr_mult 0 "
+          "layer, or a number (the lr_mult of all). A listed parameter trains at "
+          "``lr * lr_mult`` (not ``body_lr_mult``) with weight decay "
+          "``weight_decay * decay_mult``; lr_mult 0 "
           'freezes it, and a layer all 0 is frozen. ``"head"`` is the new classifier; '
           "layers cut away are ignored. Read from a train_val.prototxt by "
           "``repurpose.caffe.read_recipe``."),
