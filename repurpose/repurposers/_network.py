@@ -88,7 +88,8 @@ TRAINING_PARAMS: tuple[Param, ...] = (
           "momentum buffer accumulates ``lr * grad`` (see ``repurpose.caffe.read_recipe``)."),
     Param("momentum", 0.9, float, "float", "SGD momentum."),
     Param("weight_decay", 1e-4, float, "float",
-          "Not applied to biases and normalisation parameters, nor to the body under L2-SP."),
+          "Not applied to biases and normalisation parameters (unless ``lr_mults`` gives "
+          "them a decay_mult), nor to the body under L2-SP."),
     Param("l2sp", 0.0, float, "float",
           "Strength ``alpha`` of L2-SP (Li et al. 2018): adds ``alpha/2 * ||w - w0||^2`` over "
           "the trainable pretrained weights, pulling them towards their start rather than "
