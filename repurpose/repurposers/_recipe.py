@@ -97,6 +97,7 @@ class CaffeSGD(torch.optim.Optimizer):
 # ----- the schedule --------------------------------------------------------------------
 def check_schedule_spec(spec: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming what is wrong in a Caffe schedule spec."""
+    # imported here: the Caffe reader (protobuf) loads only when a recipe is used
     from repurpose.caffe._solver import LR_POLICIES
 
     policy = spec.get("lr_policy")
@@ -111,8 +112,14 @@ def check_schedule_spec(spec: Mapping[str, Any]) -> None:
     if missing:
         raise ValueError(f"schedule={dict(spec)!r}: lr_policy {policy!r} needs "
                          f"{', '.join(missing)}")
+    try:
+        solver = _solver(spec)
+    except (TypeError, ValueError):
+        raise ValueError(f"schedule={dict(spec)!r}: gamma and power must be numbers, "
+                         "stepsize and max_iter integers, stepvalue a list of integers"
+                         ) from None
     for name in ("stepsize", "max_iter"):
-        if name in LR_POLICIES[policy] and policy != "sigmoid" and int(spec[name]) <= 0:
+        if name in LR_POLICIES[policy] and policy != "sigmoid" and getattr(solver, name) <= 0:
             raise ValueError(f"schedule={dict(spec)!r}: {name} must be positive for "
                              f"lr_policy {policy!r}, got {spec[name]!r}")
 
@@ -123,17 +130,22 @@ def schedule_factor(spec: Mapping[str, Any], step: int) -> float:
     Caffe's ``GetLearningRate`` divided by ``base_lr``; ``poly`` stays at 0 past its
     ``max_iter``.
     """
+    solver = _solver(spec)
+    if solver.lr_policy == "poly":
+        step = min(step, solver.max_iter)
+    return solver.learning_rate(step)
+
+
+def _solver(spec: Mapping[str, Any]) -> Any:
+    """The spec as a ``CaffeSolver`` with ``base_lr`` 1 (its rate is then the factor)."""
     from repurpose.caffe._solver import CaffeSolver
 
     values = {k: kind(spec[k]) for k, kind in _SPEC_FIELDS.items()
               if k in spec and k != "stepvalue"}
     steps = spec.get("stepvalue", ())
     steps = tuple(int(s) for s in (steps if isinstance(steps, list | tuple) else [steps]))
-    solver = CaffeSolver(base_lr=1.0, lr_policy=str(spec["lr_policy"]), stepvalue=steps,
-                         **values)
-    if solver.lr_policy == "poly":
-        step = min(step, solver.max_iter)
-    return solver.learning_rate(step)
+    return CaffeSolver(base_lr=1.0, lr_policy=str(spec["lr_policy"]), stepvalue=steps,
+                       **values)
 
 
 # ----- per-layer multipliers -----------------------------------------------------------

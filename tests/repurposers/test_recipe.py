@@ -211,6 +211,9 @@ def test_saved_config_holds_the_recipe_not_a_path(tmp_path: Path) -> None:
     ({"schedule": {"lr_policy": "step", "gamma": 0.1}}, r"'step' needs stepsize"),
     ({"schedule": {"lr_policy": "cyclic"}}, r"lr_policy must be one of"),
     ({"schedule": {"lr_policy": "fixed", "gama": 1}}, r"unknown field.*gama"),
+    ({"schedule": {"lr_policy": "step", "gamma": 0.1, "stepsize": "x"}}, r"integers"),
+    ({"schedule": {"lr_policy": "step", "gamma": 0.1, "stepsize": 0}},
+     r"stepsize must be positive"),
     ({"optimizer": "caffe"}, r"optimizer"),
 ])
 def test_bad_recipe_settings_are_named(kwargs, match) -> None:
