@@ -232,3 +232,25 @@ def test_head_pairs_apply_to_each_of_its_layers(applied) -> None:
     rates = {name: lr for name, (lr, _) in applied[0].items() if name.startswith("head")}
     assert rates == pytest.approx({"head/layers.0.weight": 0.2, "head/layers.0.bias": 0.4,
                                    "head/layers.2.weight": 0.2, "head/layers.2.bias": 0.4})
+
+
+def test_an_interrupted_recipe_run_resumes_exactly(tmp_path: Path) -> None:
+    """The step budget, the schedule and Caffe SGD's momentum carry over a checkpoint."""
+    X, y = _data()
+    kw = {**read_recipe(SOLVERS["step"], {"0": ((1, 1), (2, 0))}), "max_steps": 13,
+          "batch_size": 8, "progress": False, "random_state": 0}
+    plain = rp.FineTuneRepurposer(rp.ModelHandler(_net()), **kw).fit(X, y)
+
+    def stop(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        rp.FineTuneRepurposer(rp.ModelHandler(_net()), checkpoint_dir=ckpt, callbacks=[stop],
+                              **kw).fit(X, y)
+    resumed = rp.FineTuneRepurposer(rp.ModelHandler(_net()), checkpoint_dir=ckpt,
+                                    **kw).fit(X, y)
+    assert len(resumed.history_["epoch"]) == 3  # 13 steps: 5 + 5 + 3
+    for key, value in plain.model_.state_dict().items():
+        assert torch.equal(value, resumed.model_.state_dict()[key]), key
