@@ -35,7 +35,7 @@ from repurpose.caffe._layers import (
     supported_layers,
 )
 from repurpose.caffe._preprocess import load_mean
-from repurpose.caffe._solver import CaffeSolver, read_lr_mults, read_solver
+from repurpose.caffe._solver import CaffeSolver, read_lr_mults, read_recipe, read_solver
 from repurpose.caffe._verify import BlobComparison, verify
 from repurpose.model_handler._importers import handler_from_caffe
 
@@ -54,4 +54,5 @@ __all__ = [
     "CaffeSolver",
     "read_solver",
     "read_lr_mults",
+    "read_recipe",
 ]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from repurpose._exceptions import ModelFormatError
 from repurpose.caffe import _generic, _parse
 
-__all__ = ["CaffeSolver", "read_solver", "read_lr_mults", "LR_POLICIES"]
+__all__ = ["CaffeSolver", "read_solver", "read_lr_mults", "read_recipe", "LR_POLICIES"]
 
 # policy -> the solver fields it needs (Caffe's SGDSolver::GetLearningRate)
 LR_POLICIES: dict[str, tuple[str, ...]] = {
@@ -99,6 +101,22 @@ class CaffeSolver:
             return lr * (1.0 - it / self.max_iter) ** self.power
         return lr / (1.0 + math.exp(-self.gamma * (it - self.stepsize)))  # sigmoid
 
+    def schedule(self) -> dict[str, Any]:
+        """The ``lr_policy`` and the fields it uses, as plain data: the ``schedule`` a
+        network repurposer takes (a multiplier of its ``lr`` per optimizer step).
+
+        Examples
+        --------
+        >>> CaffeSolver(base_lr=0.01, lr_policy="multistep", gamma=0.1,
+        ...             stepvalue=(100, 300)).schedule()
+        {'lr_policy': 'multistep', 'gamma': 0.1, 'stepvalue': [100, 300]}
+        """
+        spec: dict[str, Any] = {"lr_policy": self.lr_policy}
+        for name in LR_POLICIES[self.lr_policy]:
+            value = getattr(self, name)
+            spec[name] = list(value) if isinstance(value, tuple) else value
+        return spec
+
     def _multistep_times(self) -> list[int]:
         return _advance_times(self.stepvalue)
 
@@ -181,6 +199,131 @@ def read_lr_mults(prototxt: str | Path,
     The multipliers of CaffeNet's fine-tuning recipe are typically ``{"conv1": ((1.0, 1.0),
     (2.0, 0.0)), ...}``: biases learn twice as fast and are not decayed.
     """
-    spec = _parse.read_prototxt(prototxt, phase=phase)
+    return _spec_mults(_read_train_val(prototxt, phase))
+
+
+def _read_train_val(prototxt: str | Path, phase: str = "TRAIN") -> _parse.NetSpec:
+    """The net, quietly: data layers' fields the importer's schema lacks (image_data_param,
+    transform_param, ...) do not matter for the recipe."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fields this importer's schema does not know")
+        return _parse.read_prototxt(prototxt, phase=phase)
+
+
+def _spec_mults(spec: _parse.NetSpec) -> dict[str, tuple[tuple[float, float], ...]]:
     return {layer.name: tuple((float(p.lr_mult), float(p.decay_mult)) for p in layer.param)
             for layer in spec.layers if layer.param}
+
+
+_RECIPE_OPTIMIZERS = {"SGD": "caffe_sgd", "Nesterov": "caffe_nesterov"}
+
+
+def read_recipe(solver: str | Path | CaffeSolver,
+                train_val: str | Path | Mapping[str, Any] | None = None, *,
+                head: str | None = None) -> dict[str, Any]:
+    """The settings of a fine-tuning repurposer that follow a Caffe training recipe.
+
+    Parameters
+    ----------
+    solver : str, Path or CaffeSolver
+        The ``solver.prototxt`` (or what :func:`read_solver` read from it).
+    train_val : str, Path or mapping, optional
+        The ``train_val.prototxt`` whose ``param { lr_mult decay_mult }`` become
+        ``lr_mults`` (or such a mapping, as :func:`read_lr_mults` returns). Its TRAIN data
+        layer's ``batch_size`` (times the solver's ``iter_size``) becomes ``batch_size``.
+    head : str, optional
+        The train_val layer that is the new classifier (the renamed last layer of a Caffe
+        fine-tuning recipe, with its ``lr_mult: 10``); its multipliers go to the
+        repurposer's new head.
+
+    Returns
+    -------
+    dict
+        Keyword arguments for ``FineTuneRepurposer`` or ``RandomFreezeRepurposer``, plain
+        data that ``get_params``, ``clone`` and ``save`` keep: ``optimizer`` (Caffe's SGD
+        update), ``lr`` (base_lr), ``momentum``, ``weight_decay``, ``schedule`` (the
+        lr_policy, per iteration), ``max_steps`` (max_iter, which replaces ``max_epochs``),
+        ``body_lr_mult=1`` (Caffe's default lr_mult), ``patience=None`` and
+        ``validation_fraction=0`` (Caffe runs all iterations and keeps the last weights),
+        ``lr_mults``, and ``batch_size`` and ``clip_grad_norm`` when the files set them.
+
+    Raises
+    ------
+    ModelFormatError
+        A solver type other than SGD or Nesterov, L1 regularisation, ``max_iter`` not
+        positive, ``iter_size`` above 1 without a batch size, or ``head`` not in train_val.
+
+    Examples
+    --------
+    >>> import repurpose as rp
+    >>> rp.caffe.read_recipe(rp.caffe.CaffeSolver(
+    ...     base_lr=0.001, lr_policy="step", gamma=0.1, stepsize=200, max_iter=500,
+    ...     momentum=0.9, weight_decay=0.0005), {"fc8_new": ((10, 1), (20, 0))},
+    ...     head="fc8_new")  # doctest: +NORMALIZE_WHITESPACE
+    {'optimizer': 'caffe_sgd', 'lr': 0.001, 'momentum': 0.9, 'weight_decay': 0.0005,
+     'schedule': {'lr_policy': 'step', 'gamma': 0.1, 'stepsize': 200}, 'max_steps': 500,
+     'body_lr_mult': 1.0, 'layer_decay': None, 'patience': None, 'validation_fraction': 0.0,
+     'lr_mults': {'head': [[10.0, 1.0], [20.0, 0.0]]}}
+    """
+    s = solver if isinstance(solver, CaffeSolver) else read_solver(solver)
+    where = "the solver" if isinstance(solver, CaffeSolver) else str(solver)
+    if s.type not in _RECIPE_OPTIMIZERS:
+        raise ModelFormatError(f"{where}: solver type {s.type!r} is not supported by a recipe "
+                               f"(only {', '.join(_RECIPE_OPTIMIZERS)}); set optimizer= and lr= "
+                               "on the repurposer yourself")
+    if s.regularization_type != "L2":
+        raise ModelFormatError(f"{where}: regularization_type {s.regularization_type!r} is not "
+                               "supported (only L2 weight decay)")
+    if s.max_iter <= 0:
+        raise ModelFormatError(f"{where}: max_iter={s.max_iter}; it must be positive (the "
+                               "number of iterations to train)")
+    recipe: dict[str, Any] = {
+        "optimizer": _RECIPE_OPTIMIZERS[s.type], "lr": s.base_lr, "momentum": s.momentum,
+        "weight_decay": s.weight_decay, "schedule": s.schedule(), "max_steps": s.max_iter,
+        "body_lr_mult": 1.0, "layer_decay": None, "patience": None, "validation_fraction": 0.0,
+    }
+    clip = float(s.other.get("clip_gradients", -1))
+    if clip > 0:
+        recipe["clip_grad_norm"] = clip
+    recipe.update(_train_val_settings(train_val, head))
+    if "batch_size" in recipe:
+        recipe["batch_size"] *= s.iter_size
+    elif s.iter_size > 1:
+        raise ModelFormatError(f"{where}: iter_size={s.iter_size} accumulates batches, but the "
+                               "batch size is unknown; give the train_val.prototxt with its "
+                               "data layer, or set batch_size=<batch * iter_size> yourself")
+    return recipe
+
+
+def _train_val_settings(train_val: str | Path | Mapping[str, Any] | None,
+                        head: str | None) -> dict[str, Any]:
+    """``lr_mults`` and the TRAIN data layer's ``batch_size`` (when set) of a train_val."""
+    if train_val is None:
+        return {}
+    if isinstance(train_val, Mapping):
+        return {"lr_mults": _recipe_mults(train_val, head)}
+    spec = _read_train_val(train_val)
+    settings: dict[str, Any] = {"lr_mults": _recipe_mults(_spec_mults(spec), head)}
+    batch = _batch_size(spec)
+    if batch is not None:
+        settings["batch_size"] = batch
+    return settings
+
+
+def _recipe_mults(mults: Mapping[str, Any], head: str | None) -> dict[str, list[list[float]]]:
+    out = {str(k): [[float(lr), float(decay)] for lr, decay in v] for k, v in mults.items()}
+    if head is not None:
+        if head not in out:
+            raise ModelFormatError(f"head={head!r} is not a layer with param {{ lr_mult }} in "
+                                   f"the train_val; layers: {', '.join(out) or 'none'}")
+        out["head"] = out.pop(head)
+    return out
+
+
+def _batch_size(spec: _parse.NetSpec) -> int | None:
+    """The ``batch_size`` of the TRAIN net's data layer, if one sets it."""
+    for params in spec.params:
+        for value in params.values():
+            if isinstance(value, dict) and "batch_size" in value:
+                return int(value["batch_size"])
+    return None

@@ -113,7 +113,8 @@ class FineTuneRepurposer(NetworkRepurposer):
         HEAD_PARAMS["n_hidden"],
         Param("freeze", AUTO, str | Sequence[str] | None, 'str, list of str or None',
               '``"auto"`` (default): every layer up to and including the transfer layer '
-              "(only the new head trains: safe with few images); "
+              "(only the new head trains: safe with few images), or nothing when ``lr_mults`` "
+              "is given (its lr_mult 0 freezes, as in Caffe); "
               '``"up_to:<layer>"``: every layer from the input to that one; layer names or '
               "globs (never substrings); or None to train everything. Frozen layers get no "
               "gradients (so no backward compute) and their BatchNorm statistics stay fixed."),
@@ -134,7 +135,9 @@ class FineTuneRepurposer(NetworkRepurposer):
         if layer == AUTO:
             layer = default_transfer_layer(self.handler)
         freeze = self.freeze
-        if freeze == AUTO:
+        if freeze == AUTO and self.lr_mults is not None:
+            freeze = None
+        elif freeze == AUTO:
             freeze = UP_TO + (layer if layer is not None else self.handler.layer_names[-1])
         return layer, freeze
 

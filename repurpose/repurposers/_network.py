@@ -23,7 +23,7 @@ import copy
 import inspect
 import os
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -43,6 +43,7 @@ from repurpose.repurposers._param_groups import (
     build_param_groups,
     layers_from_modules,
 )
+from repurpose.repurposers._recipe import HEAD, apply_lr_mults
 from repurpose.repurposers._train_data import Source, Split, as_source, dataset_labels
 from repurpose.repurposers._training import (
     Trainer,
@@ -82,18 +83,36 @@ TRAINING_PARAMS: tuple[Param, ...] = (
     Param("layer_decay", None, float | None, "float, optional",
           "Further multiply the rate by ``layer_decay`` per layer below the top of the body "
           "(timm's layer decay; fastai's ``slice(lo, hi)``)."),
-    Param("optimizer", "adamw", str, '{"adamw", "sgd"}',
-          "AdamW, or SGD with (Nesterov) ``momentum``."),
+    Param("optimizer", "adamw", str, '{"adamw", "sgd", "caffe_sgd", "caffe_nesterov"}',
+          "AdamW, SGD with (Nesterov) ``momentum``, or Caffe's SGD (plain or Nesterov), whose "
+          "momentum buffer accumulates ``lr * grad`` (see ``repurpose.caffe.read_recipe``)."),
     Param("momentum", 0.9, float, "float", "SGD momentum."),
     Param("weight_decay", 1e-4, float, "float",
-          "Not applied to biases and normalisation parameters, nor to the body under L2-SP."),
+          "Not applied to biases and normalisation parameters (unless ``lr_mults`` gives "
+          "them a decay_mult), nor to the body under L2-SP."),
     Param("l2sp", 0.0, float, "float",
           "Strength ``alpha`` of L2-SP (Li et al. 2018): adds ``alpha/2 * ||w - w0||^2`` over "
           "the trainable pretrained weights, pulling them towards their start rather than "
           "to 0."),
-    Param("schedule", "cosine", str | None, '{"cosine", "onecycle", "constant"} or None',
-          "Learning-rate schedule, stepped per batch."),
+    Param("schedule", "cosine", str | Mapping[str, Any] | None,
+          '{"cosine", "onecycle", "constant"}, dict or None',
+          "Learning-rate schedule, stepped per batch (optimizer step). A dict is a Caffe "
+          '``lr_policy`` with its fields, counted in steps: ``{"lr_policy": "step", "gamma": '
+          '0.1, "stepsize": 1000}``; also fixed, multistep (``stepvalue``), poly (``power``, '
+          "``max_iter``), inv, exp, sigmoid."),
     Param("max_epochs", 20, int, "int", "Maximum number of passes over the training data."),
+    Param("max_steps", None, int | None, "int, optional",
+          "Train for this many optimizer steps (Caffe's ``max_iter``), the last epoch cut "
+          "short; replaces ``max_epochs``, which is then ignored."),
+    Param("lr_mults", None, Mapping[str, Any] | None, "dict, optional",
+          "Caffe's per-layer ``param { lr_mult decay_mult }``: ``{layer: [(lr_mult, "
+          "decay_mult), ...]}``, one pair per parameter (weight, bias) of each module in the "
+          "layer, or a number (the lr_mult of all). A listed parameter trains at "
+          "``lr * lr_mult`` (not ``body_lr_mult``) with weight decay "
+          "``weight_decay * decay_mult``; lr_mult 0 "
+          'freezes it, and a layer all 0 is frozen. ``"head"`` is the new classifier; '
+          "layers cut away are ignored. Read from a train_val.prototxt by "
+          "``repurpose.caffe.read_recipe``."),
     Param("batch_size", 32, int, "int",
           "Samples per batch (training and prediction). A final training batch of one "
           "sample is merged into the previous batch."),
@@ -131,7 +150,7 @@ TRAINING_PARAMS: tuple[Param, ...] = (
 
 # Constructor arguments that configure the training loop (shared by the network repurposers).
 TRAIN_PARAMS = tuple(p.name for p in TRAINING_PARAMS if p.name not in (
-    "body_lr_mult", "layer_decay", "validation_fraction", "device", "random_state"))
+    "body_lr_mult", "layer_decay", "validation_fraction", "device", "random_state", "lr_mults"))
 # Not JSON-able (callables); saved as None, since predictions do not depend on them.
 _RUNTIME_ONLY = ("augment", "callbacks")
 _HANDLER = Param("handler", None, Any, "ModelHandler",
@@ -338,8 +357,10 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
     momentum: float
     weight_decay: float
     l2sp: float
-    schedule: str | None
+    schedule: str | Mapping[str, Any] | None
     max_epochs: int
+    max_steps: int | None
+    lr_mults: Mapping[str, Any] | None
     batch_size: int
     clip_grad_norm: float | None
     validation_fraction: float
@@ -449,9 +470,11 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
             raise RepurposeError(f"{type(self).__name__} expected a data source")
         seed = self._seed()
         model, body = self._build_model(X.first()[0], None, seed)
+        mults = {} if self.lr_mults is None else apply_lr_mults(
+            self.lr_mults, [*body.layers, (HEAD, model.head)], self.handler.layer_names)
         layers = self._param_layers(model, body)
         groups = build_param_groups(layers, float(self.lr), float(self.weight_decay),
-                                    l2sp=float(self.l2sp))
+                                    l2sp=float(self.l2sp), mults=mults)
         self._train(
             model, groups, X, y, seed, frozen_norms=frozen_norm_layers(model),
             body_params=[p for p in body.module.parameters() if p.requires_grad],

@@ -8,8 +8,9 @@ normalisation parameters are never decayed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,7 +114,8 @@ def body_lr_scales(n_layers: int, body_lr_mult: float, layer_decay: float | None
 
 
 def build_param_groups(
-    layers: Sequence[LayerParams], lr: float, weight_decay: float, *, l2sp: float = 0.0
+    layers: Sequence[LayerParams], lr: float, weight_decay: float, *, l2sp: float = 0.0,
+    mults: Mapping[int, Any] | None = None,
 ) -> list[dict]:
     """Turn layers into optimiser parameter groups.
 
@@ -121,21 +123,36 @@ def build_param_groups(
     ``"<layer>/no_decay"``. With L2-SP (``l2sp > 0``) the pretrained layers get no weight
     decay: the L2-SP penalty replaces it (Li et al. 2018), pulling them towards their
     starting values instead of towards zero.
+
+    ``mults`` maps ``id(parameter)`` to its own multipliers (``lr_mult``, ``decay_mult``,
+    ``name``, as from ``lr_mults``): such a parameter gets a group of its own with
+    ``lr * lr_mult`` and ``weight_decay * decay_mult`` (Caffe's per-blob ``param``),
+    whatever the layer's ``lr_scale`` and whether it is a bias.
     """
+    mults = mults or {}
     groups: list[dict] = []
     for layer in layers:
         wd = 0.0 if (l2sp > 0 and layer.pretrained) else weight_decay
-        if layer.decay:
+        own = [p for p in layer.params if id(p) in mults]
+        groups += [_mult_group(p, mults[id(p)], lr, wd) for p in own]
+        decay = [p for p in layer.decay if id(p) not in mults]
+        no_decay = [p for p in layer.no_decay if id(p) not in mults]
+        if decay:
             groups.append(
-                {"params": layer.decay, "lr": lr * layer.lr_scale, "weight_decay": wd,
+                {"params": decay, "lr": lr * layer.lr_scale, "weight_decay": wd,
                  "name": layer.name}
             )
-        if layer.no_decay:
+        if no_decay:
             groups.append(
-                {"params": layer.no_decay, "lr": lr * layer.lr_scale, "weight_decay": 0.0,
+                {"params": no_decay, "lr": lr * layer.lr_scale, "weight_decay": 0.0,
                  "name": f"{layer.name}/no_decay"}
             )
     return groups
+
+
+def _mult_group(p: nn.Parameter, mult: Any, lr: float, weight_decay: float) -> dict:
+    return {"params": [p], "lr": lr * mult.lr_mult, "weight_decay": weight_decay * mult.decay_mult,
+            "name": mult.name}
 
 
 def l2sp_penalty(

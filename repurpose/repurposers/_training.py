@@ -2,7 +2,8 @@
 
 One :class:`Trainer` runs mini-batch training of a classifier ``model(*inputs) -> logits``
 with: optimiser parameter groups (discriminative rates, no decay on biases and norms),
-SGD-momentum or AdamW, a cosine or one-cycle schedule stepped per batch, gradient
+SGD-momentum (PyTorch's or Caffe's form) or AdamW, a cosine, one-cycle or Caffe
+``lr_policy`` schedule stepped per batch, a step budget (``max_steps``), gradient
 clipping, optional L2-SP, optional gradual unfreezing (head only, then the body), an
 augmentation callable, a validation set with early stopping and best-weights restore,
 a per-epoch progress bar, a ``history`` dict, optional mixed precision, and per-epoch
@@ -26,7 +27,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from repurpose._validation import check_choice, check_int, check_number
 from repurpose.repurposers._checkpoint import load_checkpoint, save_checkpoint
 from repurpose.repurposers._freezing import set_train_mode
 from repurpose.repurposers._param_groups import l2sp_penalty
+from repurpose.repurposers._recipe import CaffeSGD, check_schedule_spec, schedule_factor
 from repurpose.repurposers._train_data import Source, Split, TensorSource, epoch_batches
 
 __all__ = ["TrainSettings", "Trainer", "as_split", "predict_logits", "split_validation",
@@ -51,7 +53,7 @@ Inputs = tuple[torch.Tensor, ...]
 Data = Split | Inputs
 Callback = Callable[[int, dict[str, float]], Any]
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "caffe_sgd", "caffe_nesterov")
 SCHEDULES = ("cosine", "onecycle", "constant")
 
 
@@ -65,7 +67,7 @@ class TrainSettings:
     optimizer: str = "adamw"
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    schedule: str | None = "cosine"
+    schedule: str | Mapping[str, Any] | None = "cosine"
     clip_grad_norm: float | None = None
     l2sp: float = 0.0
     unfreeze_after: int | None = None
@@ -78,13 +80,19 @@ class TrainSettings:
     checkpoint_dir: str | os.PathLike | None = None
     callbacks: Sequence[Callback] = ()
     num_workers: int = 0
+    max_steps: int | None = None
 
     def validate(self) -> None:
         """Check the values; raise ``ValueError`` naming the bad one."""
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("schedule", self.schedule, (*SCHEDULES, None))
+        if isinstance(self.schedule, Mapping):
+            check_schedule_spec(self.schedule)
+        else:
+            check_choice("schedule", self.schedule, (*SCHEDULES, None))
         for name in ("max_epochs", "batch_size"):
             check_int(name, getattr(self, name), 1)
+        if self.max_steps is not None:
+            check_int("max_steps", self.max_steps, 1)
         check_int("num_workers", self.num_workers, 0)
         check_number("lr", self.lr, 0, low_open=True)
         for name in ("weight_decay", "l2sp"):
@@ -97,11 +105,19 @@ class TrainSettings:
         keys = ("max_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
                 "schedule", "clip_grad_norm", "l2sp", "unfreeze_after", "patience", "amp",
                 "seed")
-        return {k: getattr(self, k) for k in keys}
+        found = {k: getattr(self, k) for k in keys}
+        if self.max_steps is not None:  # only when set: older checkpoints keep their run id
+            found["max_steps"] = self.max_steps
+        return found
 
 
-def lr_factor(schedule: str | None, step: int, total: int) -> float:
-    """The multiplier of every group's base rate at ``step`` of ``total`` steps."""
+def lr_factor(schedule: str | Mapping[str, Any] | None, step: int, total: int) -> float:
+    """The multiplier of every group's base rate at ``step`` of ``total`` steps.
+
+    A mapping is a Caffe ``lr_policy`` spec, a function of the step alone.
+    """
+    if isinstance(schedule, Mapping):
+        return schedule_factor(schedule, step)
     t = min(step, total) / max(total, 1)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * t))
@@ -247,6 +263,9 @@ class Trainer:
             raise RepurposeError("nothing to train: every parameter is frozen")
         if s.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.momentum > 0)
+        if s.optimizer.startswith("caffe_"):
+            return CaffeSGD(groups, lr=s.lr, momentum=s.momentum,
+                            nesterov=s.optimizer == "caffe_nesterov")
         return torch.optim.AdamW(groups, lr=s.lr)
 
     # -- one step and one epoch -------------------------------------------------------
@@ -289,7 +308,7 @@ class Trainer:
         set_train_mode(self.model, self.frozen_norms + (self.body_norms if head_only else []))
         epoch_seed = s.seed * 100_003 + epoch
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch_seed))
-        batches = epoch_batches(len(data), s.batch_size, order)
+        batches = epoch_batches(len(data), s.batch_size, order)[:self._steps_left(epoch)]
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for xb, idx in zip(_read(data, batches, self.device, s.num_workers, epoch_seed),
@@ -301,7 +320,8 @@ class Trainer:
             correct += ok
         for p in self.body_params:
             p.requires_grad_(True)
-        return total.item() / len(data), correct.item() / len(data)
+        seen = sum(len(b) for b in batches)
+        return total.item() / seen, correct.item() / seen
 
     def evaluate(self, data: Data, y: Any = None) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the current model on a data set."""
@@ -329,9 +349,10 @@ class Trainer:
         s = self.settings
         train = as_split(data, y)
         valid = val if val is None or isinstance(val, Split) else as_split(*val)
-        steps = len(epoch_batches(len(train), s.batch_size))
+        self._epoch_steps = len(epoch_batches(len(train), s.batch_size))
+        total, epochs = self._budget()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(s.schedule, step, steps * s.max_epochs)
+            self.optimizer, lambda step: lr_factor(s.schedule, step, total)
         )
         self._run_id = self._identify(train, valid) if s.checkpoint_dir is not None else ""
         self._best: dict[str, torch.Tensor] | None = None
@@ -340,9 +361,9 @@ class Trainer:
             start, done = self._resume()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-            bar = tqdm(total=s.max_epochs, initial=start, desc="epochs", leave=False,
+            bar = tqdm(total=epochs, initial=start, desc="epochs", leave=False,
                        disable=not s.progress or done, unit="epoch")
-            for epoch in range(start, s.max_epochs if not done else start):
+            for epoch in range(start, epochs if not done else start):
                 torch.manual_seed(s.seed * 1_000_003 + epoch)
                 logs = self._run_epoch(epoch, train, valid)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items() if k != "epoch"},
@@ -358,13 +379,24 @@ class Trainer:
         """Early stopping, checkpoint and callbacks after an epoch; True to stop."""
         s = self.settings
         stop = s.patience is not None and self._bad_epochs >= s.patience
-        last = stop or epoch == s.max_epochs - 1
+        last = stop or epoch == self._budget()[1] - 1
         if last:
             self._restore_best()
         self._save(epoch + 1, complete=last)
         for callback in s.callbacks:
             callback(epoch, logs)
         return stop
+
+    def _budget(self) -> tuple[int, int]:
+        """``(optimizer steps, epochs)`` of the run: ``max_steps`` replaces ``max_epochs``."""
+        per_epoch, max_steps = self._epoch_steps, self.settings.max_steps
+        if max_steps is None:
+            return per_epoch * self.settings.max_epochs, self.settings.max_epochs
+        return max_steps, -(-max_steps // per_epoch)
+
+    def _steps_left(self, epoch: int) -> int:
+        """Optimizer steps epoch ``epoch`` may take (the last epoch of ``max_steps`` is cut)."""
+        return self._budget()[0] - epoch * self._epoch_steps
 
     def _identify(self, train: Split, val: Split | None) -> str:
         """A hash of the settings, data and network shapes: a checkpoint must match it."""
