@@ -449,6 +449,12 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
             raise RepurposeError(f"{type(self).__name__} expected a data source")
         seed = self._seed()
         model, body = self._build_model(X.first()[0], None, seed)
+        self._fit_model(model, body, X, y, seed)
+        self.model_ = model.eval()
+
+    def _fit_model(self, model: ClassifierNet, body: Body, X: Source, y: np.ndarray,
+                   seed: int) -> None:
+        """Train the built network on the data (a subclass may start or route it otherwise)."""
         layers = self._param_layers(model, body)
         groups = build_param_groups(layers, float(self.lr), float(self.weight_decay),
                                     l2sp=float(self.l2sp))
@@ -458,7 +464,6 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
             body_norms=[m for m in body.module.modules() if isinstance(m, NORM_TYPES)],
             l2sp_params=[p for layer in layers if layer.pretrained for p in layer.params],
         )
-        self.model_ = model.eval()
 
     def _predict_proba(self, X: Any) -> np.ndarray:
         return self._proba(self.model_, X)
