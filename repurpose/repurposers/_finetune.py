@@ -97,7 +97,11 @@ class FineTuneRepurposer(NetworkRepurposer):
     """Cut the source at ``transfer_layer``, add a new head, and fine-tune.
 
     Data is read batch by batch (an image folder streams from disk), so memory does not
-    grow with the number of training images.
+    grow with the number of training images. When nothing in the body trains (the default
+    ``freeze="auto"``, without ``augment`` and without dropout in the body), the body runs
+    once over the data and the head trains on those pooled features (same result, one pass
+    instead of one per epoch). ``head_init="probe"`` is LP-FT: the head starts as the
+    linear probe, then the network is fine-tuned (best with a small ``lr``).
 
     Parameters
     ----------
