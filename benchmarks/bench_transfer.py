@@ -147,6 +147,9 @@ def epoch_budget(n: int | None) -> list[Callable[[int, dict[str, float]], None]]
     return [count]
 
 
+QUICK_FINETUNE = ("lp-ft head", "lp-ft all")  # the two code paths (cached, whole network)
+
+
 def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                   test: tuple[torch.Tensor, np.ndarray], quick: bool,
                   names: Sequence[str], checkpoints: Path | None = None,
@@ -157,6 +160,8 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
     rows = []
     for name in names:
         settings = {"batch_size": 32, **FINETUNE[name]}
+        if quick and name not in QUICK_FINETUNE:
+            continue
         if quick:
             settings["max_epochs"] = 1
         rep = rp.FineTuneRepurposer(
