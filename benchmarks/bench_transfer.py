@@ -460,6 +460,27 @@ def main() -> None:
     finish(report, args.out, args.figure)
 
 
+def markdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The summary as a Markdown table: accuracy / ECE per K (mean ± std over the seeds)."""
+    ks = ["5", "10", "20", "all"]
+    lines = ["| recipe | " + " | ".join(f"K={k} acc / ECE" for k in ks) + " | fit s, K=all |",
+             "|---" * (len(ks) + 2) + "|"]
+    for name, cells in summary.items():
+        out = []
+        for k in ks:
+            c = cells.get(k)
+            if c is None:
+                out.append("–")
+            elif c["n"] > 1:
+                out.append(f"{c['accuracy_mean']:.3f} ± {c['accuracy_std']:.3f} / "
+                           f"{c['ece_mean']:.3f}")
+            else:
+                out.append(f"{c['accuracy_mean']:.3f} / {c['ece_mean']:.3f}")
+        fit = cells.get("all", {}).get("fit_s_mean")
+        lines.append(f"| {name} | " + " | ".join(out) + f" | {'' if fit is None else fit:} |")
+    return "\n".join(lines)
+
+
 def finish(report: dict[str, Any], out: Path | None, fig: Path | None) -> None:
     text = json.dumps(report, indent=1)
     print(text)
@@ -468,6 +489,7 @@ def finish(report: dict[str, Any], out: Path | None, fig: Path | None) -> None:
         out.write_text(text + "\n")
     if fig is not None:
         figure(report["summary"], fig)
+    print(markdown(report["summary"]), file=sys.stderr)
 
 
 if __name__ == "__main__":
