@@ -123,7 +123,7 @@ FINETUNE: dict[str, dict[str, Any]] = {
     "lp-ft head": {"freeze": "up_to:fire9/concat", "head_init": "probe", "lr": 1e-4,
                    "max_epochs": 20},
     "lp-ft fire8-9": {"freeze": "up_to:fire7/concat", "head_init": "probe", "lr": 1e-4,
-                      "body_lr_mult": 0.1, "max_epochs": 4, "augment": hflip},
+                      "body_lr_mult": 0.1, "max_epochs": 3, "augment": hflip},
     "lp-ft all": {"freeze": None, "head_init": "probe", "lr": 1e-4, "body_lr_mult": 0.1,
                   "max_epochs": 2, "augment": hflip},
 }
