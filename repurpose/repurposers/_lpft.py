@@ -15,8 +15,6 @@ every epoch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
@@ -77,7 +75,7 @@ def body_features(body: nn.Module, data: Split, batch_size: int, device: torch.d
 
 
 def fit_probe_head(head: StandardizedHead, features: torch.Tensor, y: torch.Tensor,
-                   C: float, **lr_params: Any) -> LogisticRegressionRepurposer:
+                   C: float) -> LogisticRegressionRepurposer:
     """Fit the linear probe on ``features`` and copy it into ``head``; return the probe.
 
     Afterwards ``softmax(head(features))`` equals the probe's ``predict_proba`` (up to
@@ -86,7 +84,7 @@ def fit_probe_head(head: StandardizedHead, features: torch.Tensor, y: torch.Tens
     """
     X = features.detach().cpu().double().numpy()
     labels = y.cpu().numpy()
-    probe = LogisticRegressionRepurposer(C=C, progress=False, **lr_params)
+    probe = LogisticRegressionRepurposer(C=C, progress=False)
     probe.fit_features({"features": X}, labels)
     coef, intercept = probe.model_.coef_, probe.model_.intercept_
     if coef.shape[0] == 1:  # sklearn's binary model: one logit
