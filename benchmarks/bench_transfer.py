@@ -21,6 +21,15 @@ Usage::
     python benchmarks/bench_transfer.py --out docs/data/transfer.json --figure docs/img/transfer.png
     python benchmarks/bench_transfer.py --only features         # no fine-tuning
     python benchmarks/bench_transfer.py --only finetune
+
+A full run is long on a shared machine; it splits into runs that share the extracted
+features (``--cache``) and fine-tuning checkpoints (``--checkpoints``, with
+``--epoch-budget`` epochs per run), then ``--merge`` summarises their ``--out`` files::
+
+    python benchmarks/bench_transfer.py --only features --ks 5 --cache /tmp/f --out k5.json
+    python benchmarks/bench_transfer.py --only finetune --finetune "lp-ft all" \
+        --checkpoints /tmp/ck --epoch-budget 1 --out ft.json     # again to resume
+    python benchmarks/bench_transfer.py --merge k5.json ft.json --out all.json
 """
 
 from __future__ import annotations
