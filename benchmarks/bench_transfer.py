@@ -21,6 +21,15 @@ Usage::
     python benchmarks/bench_transfer.py --out docs/data/transfer.json --figure docs/img/transfer.png
     python benchmarks/bench_transfer.py --only features         # no fine-tuning
     python benchmarks/bench_transfer.py --only finetune
+
+A full run is long on a shared machine; it splits into runs that share the extracted
+features (``--cache``) and fine-tuning checkpoints (``--checkpoints``, with
+``--epoch-budget`` epochs per run), then ``--merge`` summarises their ``--out`` files::
+
+    python benchmarks/bench_transfer.py --only features --ks 5 --cache /tmp/f --out k5.json
+    python benchmarks/bench_transfer.py --only finetune --finetune "lp-ft all" \
+        --checkpoints /tmp/ck --epoch-budget 1 --out ft.json     # again to resume
+    python benchmarks/bench_transfer.py --merge k5.json ft.json --out all.json
 """
 
 from __future__ import annotations
@@ -110,32 +119,80 @@ def scores(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict[s
 
 
 # ----- fine-tuning -------------------------------------------------------------------------
-FINETUNE = {
-    # name: (freeze, max_epochs)
-    "finetune head": ("up_to:fire9/concat", 2),
-    "finetune fire8-9": ("up_to:fire7/concat", 2),
-    "finetune all": (None, 2),
+def hflip(x: torch.Tensor) -> torch.Tensor:
+    """Random horizontal flip of each image of a batch (the training augmentation)."""
+    flip = torch.rand(len(x), device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+# name: FineTuneRepurposer settings (transfer layer fire9/concat; K = all; no validation
+# split, the fixed number of epochs is reported). "lp-ft": head_init="probe" (LP-FT).
+FINETUNE: dict[str, dict[str, Any]] = {
+    "finetune head": {"freeze": "up_to:fire9/concat", "lr": 1e-3, "max_epochs": 200},
+    "lp-ft head": {"freeze": "up_to:fire9/concat", "head_init": "probe", "lr": 1e-4,
+                   "max_epochs": 20},
+    "lp-ft fire8-9": {"freeze": "up_to:fire7/concat", "head_init": "probe", "lr": 1e-4,
+                      "body_lr_mult": 0.1, "max_epochs": 3, "augment": hflip},
+    "lp-ft all": {"freeze": None, "head_init": "probe", "lr": 1e-4, "body_lr_mult": 0.1,
+                  "max_epochs": 2, "augment": hflip},
 }
 
 
+class Paused(Exception):
+    """This process has used its epoch budget; a later run resumes from the checkpoint."""
+
+
+def epoch_budget(n: int | None) -> list[Callable[[int, dict[str, float]], None]]:
+    """A callback that stops training (by raising :class:`Paused`) after ``n`` epochs."""
+    if n is None:
+        return []
+    done = []
+
+    def count(epoch: int, logs: dict[str, float]) -> None:
+        done.append(epoch)
+        if len(done) >= n:
+            raise Paused(f"paused after epoch {epoch + 1}")
+
+    return [count]
+
+
+QUICK_FINETUNE = ("lp-ft head", "lp-ft all")  # the two code paths (cached, whole network)
+
+
 def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
-                  test: tuple[torch.Tensor, np.ndarray], quick: bool) -> list[dict[str, Any]]:
+                  test: tuple[torch.Tensor, np.ndarray], quick: bool,
+                  names: Sequence[str], checkpoints: Path | None = None,
+                  budget: int | None = None) -> list[dict[str, Any]]:
+    """Fine-tune each named recipe. With ``checkpoints``, every epoch is saved there and a
+    recipe stopped by ``budget`` (epochs per process) resumes in a later run; its row is
+    written by the run that finishes it (``fit_s`` is then that run's share only)."""
     rows = []
-    for name, (freeze, epochs) in FINETUNE.items():
+    for name in names:
+        settings = {"batch_size": 32, **FINETUNE[name]}
+        if quick and name not in QUICK_FINETUNE:
+            continue
+        if quick:
+            settings["max_epochs"] = 1
         rep = rp.FineTuneRepurposer(
-            handler, transfer_layer="fire9/concat", freeze=freeze, lr=1e-3,
-            body_lr_mult=0.1, max_epochs=1 if quick else epochs, batch_size=32,
-            validation_fraction=0.0, patience=None, random_state=0, progress=False,
-        )
+            handler, transfer_layer="fire9/concat", validation_fraction=0.0, patience=None,
+            random_state=0, progress=False, callbacks=epoch_budget(budget),
+            checkpoint_dir=None if checkpoints is None else checkpoints / name.replace(" ", "_"),
+            **settings)
         start = time.perf_counter()
-        rep.fit(train[0], train[1])
+        try:
+            rep.fit(train[0], train[1])
+        except Paused as stop:
+            print(f"{name}: {stop} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+            continue
         fit_s = time.perf_counter() - start
         proba = rep.predict_proba(test[0])
+        shown = {k: v for k, v in rep.get_params().items()
+                 if k in ("freeze", "head_init", "lr", "body_lr_mult", "max_epochs",
+                          "batch_size", "optimizer", "schedule", "weight_decay")}
         rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": 0,
                      **scores(test[1], proba, rep.classes_), "fit_s": round(fit_s, 2),
-                     "settings": {"freeze": freeze, "max_epochs": rep.max_epochs,
-                                  "lr": rep.lr, "body_lr_mult": rep.body_lr_mult,
-                                  "batch_size": rep.batch_size}})
+                     "settings": {**shown, "augment": "hflip" if rep.augment else None},
+                     "train_loss": [round(v, 4) for v in rep.history_["loss"]]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     return rows
 
@@ -147,6 +204,76 @@ class Recipe:
     family: str
     layers: Sequence[str]
     make: Callable[[int], Any]  # seed -> unfitted repurposer
+
+
+class CVSearch:
+    """Pick settings by stratified k-fold CV on the training features alone, then refit.
+
+    The score is the mean fold accuracy (ties: the lower mean NLL); the test split is never
+    seen. ``best_`` holds the chosen settings.
+    """
+
+    def __init__(self, make: Callable[..., Any], grid: Sequence[dict[str, Any]], folds: int,
+                 seed: int) -> None:
+        self.make, self.grid, self.folds, self.seed = make, list(grid), folds, seed
+
+    def fit_features(self, feats: dict[str, np.ndarray], y: np.ndarray) -> CVSearch:
+        from sklearn.model_selection import StratifiedKFold
+
+        n_splits = min(self.folds, int(np.unique(y, return_counts=True)[1].min()))
+        splits = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.seed)
+                      .split(np.zeros(len(y)), y))
+        ranked = []
+        for params in self.grid:
+            fold = []
+            for tr, va in splits:
+                rep = self.make(**params).fit_features({k: v[tr] for k, v in feats.items()},
+                                                       y[tr])
+                proba = rep.predict_proba_features({k: v[va] for k, v in feats.items()})
+                cell = scores(y[va], proba, rep.classes_)
+                fold.append((cell["accuracy"], -cell["nll"]))
+            ranked.append(tuple(np.mean(fold, axis=0)))
+        self.best_ = self.grid[max(range(len(self.grid)), key=ranked.__getitem__)]
+        self.model_ = self.make(**self.best_).fit_features(feats, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba_features(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model_.predict_proba_features(feats)
+
+
+def grid(**axes: Sequence[Any]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, as keyword dicts."""
+    import itertools
+
+    return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+H2T_GRID = grid(keep=[0.01, 0.02, 0.05, 0.1, 0.2], alpha=[0.03, 0.1, 0.3])
+# decoupled weight decay (times lr per step) from the default 1e-3 to strong, with the
+# default early stopping on a 10% split (patience 10)
+GATED_GRID = grid(weight_decay=[1e-3, 1e-1, 1.0], stop=[(0.1, 10)])
+
+
+def cv_recipes(quick: bool) -> list[Recipe]:
+    """Head2Toe and the paper's gate with their settings chosen by CV on the training data."""
+    q = {"progress": False}
+    gated_epochs = 5 if quick else 100
+    folds = 2 if quick else 3
+    h2t_grid = H2T_GRID[:2] if quick else H2T_GRID
+    gated_grid = GATED_GRID[:2] if quick else GATED_GRID
+
+    def gated(seed: int, weight_decay: float, stop: tuple[float, int | None]) -> Any:
+        return rp.GatedRepurposer(weight_decay=weight_decay, validation_fraction=stop[0],
+                                  patience=stop[1], max_epochs=gated_epochs, **q,
+                                  random_state=seed)
+
+    return [
+        Recipe("head2toe cv", "multi", PROBE, lambda s: CVSearch(
+            lambda **p: rp.Head2ToeRepurposer(**p, **q, random_state=s), h2t_grid, folds, s)),
+        Recipe("gated paper fire8+9 cv", "gated", PAIR, lambda s: CVSearch(
+            lambda **p: gated(s, **p), gated_grid, folds, s)),
+    ]
 
 
 def feature_recipes(quick: bool) -> list[Recipe]:
@@ -205,6 +332,8 @@ def feature_rows(recipes: Sequence[Recipe], train: dict[str, np.ndarray], y: np.
                 rows.append({"recipe": r.name, "family": r.family,
                              "K": "all" if k is None else k, "seed": seed,
                              **scores(y_test, proba, rep.classes_), "fit_s": round(fit_s, 2)})
+                if hasattr(rep, "best_"):
+                    rows[-1]["chosen"] = dict(rep.best_)
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     return rows
 
@@ -270,6 +399,16 @@ def main() -> None:
                         "that several processes of one run share one extraction")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="summarise the rows of earlier --out files instead of running")
+    parser.add_argument("--finetune", default=",".join(FINETUNE),
+                        help="comma-separated fine-tuning recipes to run, of: "
+                        + ", ".join(FINETUNE))
+    parser.add_argument("--recipes", default=None,
+                        help="comma-separated feature recipe names or families to run "
+                        "(default: all)")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="save fine-tuning checkpoints here (a later run resumes)")
+    parser.add_argument("--epoch-budget", type=int, default=None,
+                        help="with --checkpoints: epochs per run before pausing")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="accuracy/ECE plot (PNG)")
@@ -301,10 +440,19 @@ def main() -> None:
                 cache.mkdir(parents=True, exist_ok=True)
                 f_train = extract(handler, train, cache, "train")
                 f_test = extract(handler, test, cache, "val")
-        rows += feature_rows(feature_recipes(args.quick), f_train, y_train, f_test, y_test,
+        recipes = feature_recipes(args.quick) + cv_recipes(args.quick)
+        if args.recipes is not None:
+            wanted = set(args.recipes.split(","))
+            recipes = [r for r in recipes if r.name in wanted or r.family in wanted]
+        rows += feature_rows(recipes, f_train, y_train, f_test, y_test,
                              ks, 1 if args.quick else args.seeds)
     if args.only != "features":
-        rows += finetune_rows(handler, train, test, args.quick)
+        names = args.finetune.split(",")
+        unknown = sorted(set(names) - set(FINETUNE))
+        if unknown:
+            parser.error(f"--finetune: unknown {unknown}; choose from {list(FINETUNE)}")
+        rows += finetune_rows(handler, train, test, args.quick, names, args.checkpoints,
+                              args.epoch_budget)
     summary = summarise(rows)
     report = {
         "benchmark": "transfer",
@@ -320,6 +468,27 @@ def main() -> None:
     finish(report, args.out, args.figure)
 
 
+def markdown(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The summary as a Markdown table: accuracy / ECE per K (mean ± std over the seeds)."""
+    ks = ["5", "10", "20", "all"]
+    lines = ["| recipe | " + " | ".join(f"K={k} acc / ECE" for k in ks) + " | fit s, K=all |",
+             "|---" * (len(ks) + 2) + "|"]
+    for name, cells in summary.items():
+        out = []
+        for k in ks:
+            c = cells.get(k)
+            if c is None:
+                out.append("–")
+            elif c["n"] > 1:
+                out.append(f"{c['accuracy_mean']:.3f} ± {c['accuracy_std']:.3f} / "
+                           f"{c['ece_mean']:.3f}")
+            else:
+                out.append(f"{c['accuracy_mean']:.3f} / {c['ece_mean']:.3f}")
+        fit = cells.get("all", {}).get("fit_s_mean")
+        lines.append(f"| {name} | " + " | ".join(out) + f" | {'' if fit is None else fit:} |")
+    return "\n".join(lines)
+
+
 def finish(report: dict[str, Any], out: Path | None, fig: Path | None) -> None:
     text = json.dumps(report, indent=1)
     print(text)
@@ -328,6 +497,7 @@ def finish(report: dict[str, Any], out: Path | None, fig: Path | None) -> None:
         out.write_text(text + "\n")
     if fig is not None:
         figure(report["summary"], fig)
+    print(markdown(report["summary"]), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,23 +5,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from torch import nn
 
+from repurpose._validation import check_choice, check_number
+from repurpose.repurposers._lpft import (
+    StandardizedHead,
+    body_features,
+    fit_probe_head,
+    has_dropout,
+)
 from repurpose.repurposers._network import (
     HEAD_PARAMS,
     Body,
+    ClassifierNet,
     Head,
     NetworkRepurposer,
     Param,
     copy_module,
     layer_modules,
 )
+from repurpose.repurposers._param_groups import build_param_groups, layers_from_modules
 from repurpose.repurposers._registry import register_repurposer
+from repurpose.repurposers._train_data import Source, Split, TensorSource
+from repurpose.repurposers._training import Trainer
 
 __all__ = ["FineTuneRepurposer"]
 
 UP_TO = "up_to:"
 AUTO = "auto"
+HEAD_INITS = ("random", "probe")
+
+# After every shared training parameter, so that positional calls keep their meaning.
+LPFT_PARAMS = (
+    Param("head_init", "random", str, '{"random", "probe"}',
+          '``"random"`` (default): a freshly initialised head. ``"probe"``: LP-FT (Kumar et '
+          "al., ICLR 2022): the head is first fitted as the linear probe (logistic "
+          "regression with ``probe_C`` on the pooled, standardised transfer-layer features "
+          "of the training part) and fine-tuning starts from there, which keeps the large "
+          "early gradients of a random head from distorting the pretrained features. Needs "
+          "``n_hidden=None``; the head then standardises its input with the probe's "
+          "fixed statistics."),
+    Param("probe_C", 1.0, float, "float",
+          'Inverse L2 strength of the probe of ``head_init="probe"``.'),
+)
 
 
 def default_transfer_layer(handler: Any) -> str:
@@ -70,7 +97,11 @@ class FineTuneRepurposer(NetworkRepurposer):
     """Cut the source at ``transfer_layer``, add a new head, and fine-tune.
 
     Data is read batch by batch (an image folder streams from disk), so memory does not
-    grow with the number of training images.
+    grow with the number of training images. When nothing in the body trains (the default
+    ``freeze="auto"``, without ``augment`` and without dropout in the body), the body runs
+    once over the data and the head trains on those pooled features (same result, one pass
+    instead of one per epoch). ``head_init="probe"`` is LP-FT: the head starts as the
+    linear probe, then the network is fine-tuned (best with a small ``lr``).
 
     Parameters
     ----------
@@ -125,6 +156,12 @@ class FineTuneRepurposer(NetworkRepurposer):
     n_hidden: int | None
     freeze: str | Sequence[str] | None
     dropout: float
+    head_init: str
+    probe_C: float
+
+    @classmethod
+    def all_params(cls) -> list[Param]:
+        return [*super().all_params(), *LPFT_PARAMS]
 
     @classmethod
     def _test_instance(cls, handler: Any) -> FineTuneRepurposer:
@@ -152,4 +189,59 @@ class FineTuneRepurposer(NetworkRepurposer):
         return Body(module, layer_modules(module, handler.layer_names))
 
     def _build_head(self, widths: list[int], n_classes: int) -> nn.Module:
+        if self.head_init == "probe":
+            return StandardizedHead(widths[0], n_classes, float(self.dropout))
         return Head(widths[0], n_classes, self.n_hidden, float(self.dropout))
+
+    # ----- LP-FT and training on cached features -----------------------------------------
+    def _check_head_init(self) -> None:
+        check_choice("head_init", self.head_init, HEAD_INITS)
+        check_number("probe_C", self.probe_C, 0, low_open=True)
+        if self.head_init == "probe" and self.n_hidden:
+            raise ValueError(
+                f"head_init='probe' needs a linear head, but n_hidden={self.n_hidden!r}; "
+                "pass n_hidden=None or head_init='random'"
+            )
+
+    def _caches_features(self, body: Body) -> bool:
+        """Whether the head can train on features computed once: nothing in the body trains.
+
+        Not with ``augment`` (the inputs change every epoch), with dropout in the body
+        (in training mode it is random) or with ``lr_mults``, so the result is that of
+        running the body each epoch, at the cost of one pass.
+        """
+        trainable = any(p.requires_grad for p in body.module.parameters())
+        return (not trainable and self.augment is None and not has_dropout(body.module)
+                and self.lr_mults is None)  # a recipe's multipliers apply on the full path
+
+    def _fit_model(self, model: ClassifierNet, body: Body, X: Source, y: np.ndarray,
+                   seed: int) -> None:
+        self._check_head_init()
+        cache = self._caches_features(body)
+        if not cache and self.head_init != "probe":
+            return super()._fit_model(model, body, X, y, seed)
+        train, val = self._split(X, y, seed)
+        features = self._features(model.body, train)
+        if isinstance(model.head, StandardizedHead):  # head_init="probe"
+            fit_probe_head(model.head, features.source.tensors[0], features.y,
+                           float(self.probe_C))
+        if not cache:
+            return super()._fit_model(model, body, X, y, seed)
+        val_features = None if val is None else self._features(model.body, val)
+        layers = layers_from_modules([("head", model.head)], pretrained=False)
+        groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
+        self.history_ = Trainer(model.head, groups, self._settings(seed)).fit(
+            features, val=val_features)
+        return None
+
+    def _features(self, body: nn.Module, data: Split) -> _FeatureSplit:
+        """The pooled outputs of the (frozen) body for ``data``, computed once."""
+        feats = body_features(body, data, int(self.batch_size), self._device(),
+                              bool(self.amp), self._workers())
+        return _FeatureSplit(TensorSource((feats,)), data.y)
+
+
+class _FeatureSplit(Split):
+    """A split of in-memory features (typed, so that ``source.tensors`` is known)."""
+
+    source: TensorSource

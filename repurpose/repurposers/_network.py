@@ -470,6 +470,12 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
             raise RepurposeError(f"{type(self).__name__} expected a data source")
         seed = self._seed()
         model, body = self._build_model(X.first()[0], None, seed)
+        self._fit_model(model, body, X, y, seed)
+        self.model_ = model.eval()
+
+    def _fit_model(self, model: ClassifierNet, body: Body, X: Source, y: np.ndarray,
+                   seed: int) -> None:
+        """Train the built network on the data (a subclass may start or route it otherwise)."""
         mults = {} if self.lr_mults is None else apply_lr_mults(
             self.lr_mults, [*body.layers, (HEAD, model.head)], self.handler.layer_names)
         layers = self._param_layers(model, body)
@@ -481,7 +487,6 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
             body_norms=[m for m in body.module.modules() if isinstance(m, NORM_TYPES)],
             l2sp_params=[p for layer in layers if layer.pretrained for p in layer.params],
         )
-        self.model_ = model.eval()
 
     def _predict_proba(self, X: Any) -> np.ndarray:
         return self._proba(self.model_, X)
