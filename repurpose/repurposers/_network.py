@@ -33,6 +33,7 @@ from torch import nn
 
 from repurpose._exceptions import RepurposeError
 from repurpose.graph import GraphNet
+from repurpose.repurposers import _ddp
 from repurpose.repurposers._base import Repurposer, _check_finite_input
 from repurpose.repurposers._freezing import frozen_norm_layers
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
@@ -127,6 +128,14 @@ TRAINING_PARAMS: tuple[Param, ...] = (
           "Loader processes that read (and decode) the data while the network trains; 0 "
           "reads in the training process. Data is read batch by batch (pinned memory on "
           "CUDA), so memory does not grow with the number of samples."),
+    Param("distributed", "auto", str | bool, '{"auto", True, False}',
+          "Under ``torchrun`` (``\"auto\"``: when launched with more than one process) train "
+          "with DistributedDataParallel: ``batch_size`` is per process, each epoch is shared "
+          "out among the processes, gradients are averaged, only rank 0 shows progress and "
+          "writes checkpoints. See docs/scaling.md. False: always one process."),
+    Param("sync_batchnorm", False, bool, "bool",
+          "Under torchrun, BatchNorm layers normalise with the statistics of the global "
+          "batch (all processes) rather than of each process's part."),
 )
 
 # Constructor arguments that configure the training loop (shared by the network repurposers).
@@ -247,8 +256,11 @@ class TrainingMixin:
     def _seed(self) -> int:
         seed = getattr(self, "random_state", None)
         if seed is None:
-            return int(np.random.default_rng().integers(2**31 - 1))
-        return int(seed)
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+        # under torchrun every rank must split, shuffle and initialise alike
+        device = self._device()
+        world = _ddp.setup(getattr(self, "distributed", "auto"), device)
+        return _ddp.agree(int(seed), world, device)
 
     def _workers(self) -> int:
         return int(getattr(self, "num_workers", 0) or 0)
