@@ -38,8 +38,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from repurpose._exceptions import RepurposeError
 from repurpose.repurposers._train_data import epoch_batches
 
-__all__ = ["World", "DISTRIBUTED", "setup", "agree", "rank_batches", "loss_weight", "sum_all",
-           "wrap", "sync_batchnorm"]
+__all__ = ["World", "DISTRIBUTED", "setup", "current", "agree", "rank_batches", "loss_weight",
+           "sum_all", "wrap", "share_buffers", "sync_batchnorm"]
 
 DISTRIBUTED = ("auto", True, False)
 
@@ -87,6 +87,13 @@ def setup(mode: Any, device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def current() -> World:
+    """The running process group's world, without starting one (one process if none)."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()
+
+
 def agree(value: int, world: World, device: torch.device) -> int:
     """Rank 0's ``value`` on every rank (an integer such as a random seed)."""
     if not world.active:
@@ -131,6 +138,14 @@ def sum_all(values: list[float], world: World, device: torch.device) -> list[flo
     t = torch.tensor(values, dtype=torch.float64, device=_comm_device(device))
     dist.all_reduce(t)
     return t.tolist()
+
+
+def share_buffers(model: nn.Module, world: World) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics: without
+    ``sync_batchnorm`` each rank's follow its own part of the batches)."""
+    if world.active:
+        for buffer in model.buffers():
+            dist.broadcast(buffer.data, 0)
 
 
 def wrap(model: nn.Module, world: World, device: torch.device) -> nn.Module:

@@ -25,6 +25,7 @@ import os
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -315,6 +316,18 @@ class TrainingMixin:
                 f"known: {self.classes_.tolist()}"
             )
         return codes.astype(np.int64)
+
+    def save(self, path: str | os.PathLike, include_handler: bool = True) -> Path:
+        """Save (see :meth:`Repurposer.save`). Under torchrun only rank 0 writes, and every
+        rank waits until it has: the ranks hold the same model, and two processes writing
+        one directory would corrupt it."""
+        world = _ddp.current()
+        target = Path(path)
+        if world.main:
+            target = super().save(path, include_handler)  # type: ignore[misc]
+        if world.active:
+            torch.distributed.barrier()
+        return target
 
     # ----- training and prediction -----------------------------------------------------
     def _train(self, model: nn.Module, groups: list[dict], source: Source, y: np.ndarray,

@@ -315,6 +315,7 @@ class Trainer:
             correct += ok
         for p in self.body_params:
             p.requires_grad_(True)
+        _ddp.share_buffers(self.model, self.world)
         loss_sum, n_correct = _ddp.sum_all([total.item(), correct.item()], self.world,
                                            self.device)
         return loss_sum / len(data), n_correct / len(data)
