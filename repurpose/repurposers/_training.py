@@ -97,15 +97,16 @@ class TrainSettings:
         if self.augment is not None and not callable(self.augment):
             raise ValueError(f"augment={self.augment!r}; expected a callable or None")
 
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings that change the result, for checking a checkpoint belongs to a run."""
+    def fingerprint(self, processes: int = 1) -> dict[str, Any]:
+        """The settings that change the result, for checking a checkpoint belongs to a run.
+
+        ``batch_size`` counts as the global batch (times the ``processes`` under torchrun):
+        a run resumes on another number of processes when that stays the same.
+        """
         keys = ("max_epochs", "lr", "optimizer", "momentum", "weight_decay",
                 "schedule", "clip_grad_norm", "l2sp", "unfreeze_after", "patience", "amp",
                 "seed")
-        # the global batch: a run resumes on another number of processes when the
-        # per-process batch_size times the processes stays the same
-        world = _ddp.setup(self.distributed, torch.device(self.device))
-        return {"batch_size": self.batch_size * world.size, **{k: getattr(self, k) for k in keys}}
+        return {"batch_size": self.batch_size * processes, **{k: getattr(self, k) for k in keys}}
 
 
 def lr_factor(schedule: str | None, step: int, total: int) -> float:
@@ -303,6 +304,7 @@ class Trainer:
         epoch_seed = s.seed * 100_003 + epoch
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch_seed))
         batches = _ddp.rank_batches(len(data), s.batch_size, self.world, order)
+        # rebuilt each epoch: gradual unfreezing changes which parameters DDP must reduce
         self._net = _ddp.wrap(self.model, self.world, self.device)
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -403,7 +405,7 @@ class Trainer:
 
     def _identify(self, train: Split, val: Split | None) -> str:
         """A hash of the settings, data and network shapes: a checkpoint must match it."""
-        run = {"settings": self.settings.fingerprint(), "data": train.fingerprint(),
+        run = {"settings": self.settings.fingerprint(self.world.size), "data": train.fingerprint(),
                "val": None if val is None else val.fingerprint(),
                "params": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
         return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
