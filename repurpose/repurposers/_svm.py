@@ -18,7 +18,7 @@ from sklearn.svm import SVC
 from repurpose._validation import check_choice, check_int
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._lr import encode_class_weight
-from repurpose.repurposers._out_of_core import balanced_weights, fit_linear
+from repurpose.repurposers._out_of_core import balanced_weights, chunk_slices, fit_linear
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["SVMRepurposer"]
@@ -175,7 +175,8 @@ class SVMRepurposer(MetaModelRepurposer):
         self.intercept_ = intercept[list(keep)]
         pick = np.random.default_rng(0).permutation(len(y))[:_CALIBRATION_ROWS]
         pick.sort()
-        dec = self._decision(rows(pick).astype(np.float64))
+        dec = np.concatenate([self._decision(rows(pick[sl]).astype(np.float64))
+                              for sl in chunk_slices(len(pick), 8192)])
         self.calibrators_ = [self._fit_calibrator(dec[:, i], y[pick] == c)
                              for i, c in enumerate(keep)]
 
