@@ -17,6 +17,7 @@ before BatchNorm) it turns rounding noise into full steps, and runs only agree l
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,7 @@ from torch import nn
 import repurpose as rp
 from repurpose._exceptions import RepurposeError
 from repurpose.repurposers import _ddp
+from repurpose.repurposers._checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 B = 8  # per-process batch in the torchrun run
@@ -182,7 +184,7 @@ def test_without_sync_batchnorm_each_rank_normalises_its_half(torchrun, ns):
 
 
 @pytest.mark.slow
-def test_rank_zero_saves_once_and_the_save_loads(torchrun):
+def test_the_save_under_torchrun_loads_with_the_trained_weights(torchrun):
     rep = rp.load(torchrun / "saved")
     saved = {k: v.numpy() for k, v in rep.model_.state_dict().items()}
     for k, v in _load(torchrun / "sync-0.npz").items():
@@ -193,14 +195,15 @@ def test_rank_zero_saves_once_and_the_save_loads(torchrun):
 def test_a_two_process_checkpoint_resumes_in_one_process(torchrun, ns, tmp_path):
     handler, X, y = ns["problem"]()
     ckpt = tmp_path / "ckpt"
-    import shutil
-
     shutil.copytree(torchrun / "ckpt", ckpt)
     with pytest.raises(RepurposeError, match=r"global batch of 16 .* pass batch_size=16"):
         ns["finetune"](handler, B, checkpoint_dir=ckpt, max_epochs=4).fit(X, y)
+    state = load_checkpoint(ckpt)
+    assert state is not None and state["epoch"] == 2 and not state["complete"]
     resumed = ns["finetune"](handler, 2 * B, checkpoint_dir=ckpt, max_epochs=4).fit(X, y)
     whole = ns["finetune"](handler, 2 * B, max_epochs=4).fit(X, y)
     assert len(resumed.history_["loss"]) == 4
+    assert resumed.history_["loss"][:2] == state["history"]["loss"]  # epochs 0-1: 2 processes
     np.testing.assert_allclose(resumed.history_["loss"], whole.history_["loss"], rtol=RTOL)
     _close(ns["weights"](resumed), ns["weights"](whole))
 
