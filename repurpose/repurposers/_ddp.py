@@ -109,8 +109,8 @@ def rank_batches(n: int, batch_size: int, world: World, order: torch.Tensor | No
 
     With one process this is :func:`epoch_batches` (sizes included). With ``k`` processes
     the global batches hold ``batch_size * k`` positions; a final global batch smaller than
-    ``2 * k`` joins the one before, so every rank has at least two samples in every batch
-    (BatchNorm needs two) when the epoch has more than one batch.
+    ``2 * k`` joins the one before, so that the last step gives every rank at least two
+    samples (BatchNorm needs two) when the epoch has more than one batch.
     """
     batches = epoch_batches(n, batch_size * world.size, order)
     if world.active and len(batches) > 1 and len(batches[-1]) < 2 * world.size:
