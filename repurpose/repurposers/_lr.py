@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 
 from repurpose._validation import check_choice
 from repurpose.repurposers._base import MetaModelRepurposer
-from repurpose.repurposers._out_of_core import balanced_weights, fit_linear
+from repurpose.repurposers._out_of_core import feature_rows, fit_linear
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["LogisticRegressionRepurposer", "SOLVERS"]
@@ -95,11 +95,8 @@ class LogisticRegressionRepurposer(MetaModelRepurposer):
             self.model_ = self._make_model().fit(self._combine(features), y)
             return
         coef, intercept = fit_linear(
-            lambda rows: self._combine({k: v[rows] for k, v in features.items()}), y,
-            self.n_classes_, self.n_features_in_ if self.combine == "concat" else
-            next(iter(self.feature_dims_.values())), loss="logistic", C=float(self.C),
-            sample_weight=balanced_weights(
-                encode_class_weight(self.class_weight, self.classes_), y, self.n_classes_),
+            feature_rows(self._combine, features), y, self.n_classes_, loss="logistic",
+            C=float(self.C), class_weight=encode_class_weight(self.class_weight, self.classes_),
             max_iter=int(self.max_iter), tol=float(self.tol), progress=bool(self.progress))
         arrays = {"coef": coef, "intercept": intercept}
         self.model_ = restore_lr(self._make_model(), arrays, self.n_classes_)

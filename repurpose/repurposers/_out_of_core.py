@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["LOSSES", "chunk_slices", "column_moments", "all_finite", "fit_linear",
+__all__ = ["LOSSES", "chunk_slices", "column_moments", "all_finite", "feature_rows", "fit_linear",
            "balanced_weights"]
 
 LOSSES = ("logistic", "squared_hinge")
 CHUNK_ROWS = 65536  # rows per chunk of the statistics (256 MB at 1024 float32 features)
 CHUNK_BYTES = 2**28  # the float64 chunk a solver pass holds: 256 MB
 
-Rows = Callable[[slice], np.ndarray]
+Rows = Callable[[Any], np.ndarray]  # rows(slice or index array) -> (m, D)
 
 
 def chunk_slices(n: int, rows: int) -> Iterator[slice]:
@@ -73,8 +73,15 @@ def all_finite(x: np.ndarray, rows: int = CHUNK_ROWS) -> bool:
     return all(bool(np.isfinite(x[sl]).all()) for sl in chunk_slices(len(x), rows))
 
 
-def fit_linear(rows: Rows, y: np.ndarray, n_classes: int, n_features: int, *,
-               loss: str, C: float, sample_weight: np.ndarray | None = None,
+def feature_rows(combine: Callable[[dict[str, Any]], np.ndarray],
+                 features: dict[str, np.ndarray]) -> Rows:
+    """``rows(index)``: the head's input (``combine`` of each layer's rows) for the samples
+    of a slice or an index array."""
+    return lambda sl: combine({k: v[sl] for k, v in features.items()})
+
+
+def fit_linear(rows: Rows, y: np.ndarray, n_classes: int, *,
+               loss: str, C: float, class_weight: Any = None,
                max_iter: int = 1000, tol: float = 1e-4, chunk_rows: int | None = None,
                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Minimise a linear model's objective over rows read chunk by chunk.
@@ -88,8 +95,7 @@ def fit_linear(rows: Rows, y: np.ndarray, n_classes: int, n_features: int, *,
     loss : {"logistic", "squared_hinge"}
     C : float
         Inverse regularisation strength.
-    sample_weight : ndarray, optional
-        Per-sample weights (class weights already applied).
+    class_weight : dict of code to weight, "balanced" or None
     max_iter, tol
         L-BFGS iterations and gradient tolerance (of the objective divided by ``n``).
     chunk_rows : int, optional
@@ -102,7 +108,9 @@ def fit_linear(rows: Rows, y: np.ndarray, n_classes: int, n_features: int, *,
     intercept : ndarray (K,)
     """
     n = len(y)
-    chunk_rows = chunk_rows or max(256, CHUNK_BYTES // (8 * max(n_features, 1)))
+    n_features = int(np.asarray(rows(slice(0, 1))).shape[1])
+    chunk_rows = chunk_rows or max(256, CHUNK_BYTES // (8 * n_features))
+    sample_weight = balanced_weights(class_weight, y, n_classes)
     k = 1 if loss == "logistic" and n_classes == 2 else n_classes
     w = torch.zeros(k, n_features, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(k, dtype=torch.float64, requires_grad=True)

@@ -18,7 +18,7 @@ from sklearn.svm import SVC
 from repurpose._validation import check_choice, check_int
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._lr import encode_class_weight
-from repurpose.repurposers._out_of_core import balanced_weights, chunk_slices, fit_linear
+from repurpose.repurposers._out_of_core import chunk_slices, feature_rows, fit_linear
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["SVMRepurposer"]
@@ -158,15 +158,12 @@ class SVMRepurposer(MetaModelRepurposer):
                                  for c in cols]
 
     def _fit_streaming(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
-        def rows(sl: Any) -> np.ndarray:
-            return self._combine({k: v[sl] for k, v in features.items()})
-
-        width = len(rows(slice(0, 1))[0])
+        rows = feature_rows(self._combine, features)
         coef, intercept = fit_linear(
-            rows, y, self.n_classes_, width, loss="squared_hinge", C=float(self.C),
-            sample_weight=balanced_weights(
-                encode_class_weight(self.class_weight, self.classes_), y, self.n_classes_),
+            rows, y, self.n_classes_, loss="squared_hinge", C=float(self.C),
+            class_weight=encode_class_weight(self.class_weight, self.classes_),
             max_iter=1000 if self.max_iter < 0 else int(self.max_iter),
+            # libsvm's tol bounds dual violations; ours the gradient of the loss divided by n
             tol=float(self.tol) * 1e-2, progress=bool(self.progress))
         keep = [1] if self.n_classes_ == 2 else range(self.n_classes_)  # as one-vs-rest
         self.gamma_ = 0.0

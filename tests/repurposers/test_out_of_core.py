@@ -62,7 +62,7 @@ def test_chunk_size_does_not_move_the_optimum():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 300)
     x = rng.normal(size=(300, 4)) + y[:, None]
-    fits = [_out_of_core.fit_linear(lambda s: x[s], y, 3, 4, loss="logistic", C=1.0,
+    fits = [_out_of_core.fit_linear(lambda s: x[s], y, 3, loss="logistic", C=1.0,
                                     tol=1e-9, chunk_rows=rows) for rows in (7, 64, None)]
     for coef, intercept in fits[:2]:
         np.testing.assert_allclose(coef, fits[2][0], atol=1e-5)
