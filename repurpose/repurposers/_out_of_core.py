@@ -6,7 +6,7 @@ standardise all of them at once (LR: scikit-learn's L-BFGS; SVM: libsvm). The
 ``solver="streaming"`` of :class:`~repurpose.LogisticRegressionRepurposer` and of the
 linear :class:`~repurpose.SVMRepurposer` instead minimise the same convex objective with
 L-BFGS in float64, where each evaluation of the objective and its gradient is one pass over
-the rows, ``chunk_rows`` at a time. Memory is ``O(chunk_rows x D + D x classes)`` whatever
+the rows, 64 MB at a time. Memory is ``O(chunk_rows x D + D x classes)`` whatever
 the number of samples; the price is one read of the features per evaluation (a few
 hundred for a tight fit; from the page cache when it holds the file).
 
@@ -30,12 +30,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["LOSSES", "chunk_slices", "column_moments", "all_finite", "feature_rows", "fit_linear",
-           "balanced_weights"]
+__all__ = ["LOSSES", "chunk_rows_for", "chunk_slices", "column_moments", "all_finite",
+           "feature_rows", "fit_linear", "balanced_weights"]
 
 LOSSES = ("logistic", "squared_hinge")
-CHUNK_ROWS = 65536  # rows per chunk of the statistics (256 MB at 1024 float32 features)
-CHUNK_BYTES = 2**28  # the float64 chunk a solver pass holds: 256 MB
+CHUNK_BYTES = 2**26  # a chunk of rows in float64: 64 MB
 
 Rows = Callable[[Any], np.ndarray]  # rows(slice or index array) -> (m, D)
 
@@ -50,12 +49,19 @@ def chunk_slices(n: int, rows: int) -> Iterator[slice]:
         yield slice(start, min(start + rows, n))
 
 
-def column_moments(x: np.ndarray, rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+def chunk_rows_for(width: int) -> int:
+    """Rows per chunk: as many as fit in :data:`CHUNK_BYTES` as float64 (at least 256)."""
+    return max(256, CHUNK_BYTES // (8 * max(width, 1)))
+
+
+def column_moments(x: np.ndarray, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and (population) standard deviation, reading ``rows`` at a time.
 
-    Arrays of up to ``rows`` rows use numpy directly; longer ones are summed in float64
-    chunk by chunk (two passes: the mean, then squared deviations from it).
+    Arrays of up to ``rows`` rows (default :func:`chunk_rows_for` their width) use numpy
+    directly; longer ones are summed in float64 chunk by chunk (two passes: the mean, then
+    squared deviations from it).
     """
+    rows = rows or chunk_rows_for(x.shape[1])
     if len(x) <= rows:
         return x.mean(axis=0), x.std(axis=0)
     total = np.zeros(x.shape[1])
@@ -68,8 +74,9 @@ def column_moments(x: np.ndarray, rows: int = CHUNK_ROWS) -> tuple[np.ndarray, n
     return mean.astype(x.dtype), np.sqrt(squares / len(x)).astype(x.dtype)
 
 
-def all_finite(x: np.ndarray, rows: int = CHUNK_ROWS) -> bool:
+def all_finite(x: np.ndarray, rows: int | None = None) -> bool:
     """Whether every value is finite, checked ``rows`` at a time."""
+    rows = rows or chunk_rows_for(int(np.prod(x.shape[1:])))
     return all(bool(np.isfinite(x[sl]).all()) for sl in chunk_slices(len(x), rows))
 
 
@@ -99,7 +106,7 @@ def fit_linear(rows: Rows, y: np.ndarray, n_classes: int, *,
     max_iter, tol
         L-BFGS iterations and gradient tolerance (of the objective divided by ``n``).
     chunk_rows : int, optional
-        Rows per chunk; default as many as fit in 256 MB of float64.
+        Rows per chunk; default :func:`chunk_rows_for` the width.
 
     Returns
     -------
@@ -109,7 +116,7 @@ def fit_linear(rows: Rows, y: np.ndarray, n_classes: int, *,
     """
     n = len(y)
     n_features = int(np.asarray(rows(slice(0, 1))).shape[1])
-    chunk_rows = chunk_rows or max(256, CHUNK_BYTES // (8 * n_features))
+    chunk_rows = chunk_rows or chunk_rows_for(n_features)
     sample_weight = balanced_weights(class_weight, y, n_classes)
     k = 1 if loss == "logistic" and n_classes == 2 else n_classes
     w = torch.zeros(k, n_features, dtype=torch.float64, requires_grad=True)
