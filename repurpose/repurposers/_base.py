@@ -105,6 +105,7 @@ import torch
 from sklearn.base import BaseEstimator, clone
 
 from repurpose._exceptions import NotFittedError, RepurposeError
+from repurpose.repurposers._out_of_core import all_finite, column_moments
 
 __all__ = ["Repurposer", "MetaModelRepurposer"]
 
@@ -523,8 +524,10 @@ class MetaModelRepurposer(Repurposer):
         self.feature_dims_ = {k: int(v.shape[1]) for k, v in features.items()}
         self.n_features_in_ = int(sum(self.feature_dims_.values()))
         self._check_average_widths()
-        self.feature_mean_ = {k: v.mean(axis=0) for k, v in features.items()}
-        self.feature_scale_ = {k: _safe_std(v) for k, v in features.items()}
+        # chunked for long (memory-mapped) arrays: no temporary the size of the features
+        moments = {k: column_moments(v) for k, v in features.items()}
+        self.feature_mean_ = {k: mean for k, (mean, _) in moments.items()}
+        self.feature_scale_ = {k: _safe_scale(std) for k, (_, std) in moments.items()}
         self._fit_features(features, y)
 
     def _predict_proba(self, X: Any) -> np.ndarray:
@@ -612,7 +615,7 @@ def _select(features: Any, layers: Sequence[str]) -> dict[str, np.ndarray]:
             raise ValueError(f"features[{k!r}] has shape {arr.shape}; expected (n, D)")
         if arr.dtype.kind not in "fiub":
             raise ValueError(f"features[{k!r}] has dtype {arr.dtype}; expected numbers")
-        if not np.all(np.isfinite(arr)):
+        if not all_finite(arr):
             raise ValueError(f"features[{k!r}] contains NaN or infinite values")
         out[k] = arr if arr.dtype.kind == "f" else arr.astype(np.float64)
     counts = {k: len(v) for k, v in out.items()}
@@ -621,10 +624,9 @@ def _select(features: Any, layers: Sequence[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def _safe_std(x: np.ndarray) -> np.ndarray:
-    std = x.std(axis=0)
+def _safe_scale(std: np.ndarray) -> np.ndarray:
     # A constant feature carries no information; dividing by 1 keeps it at 0.
-    return np.where(std > 1e-12, std, 1.0).astype(x.dtype)
+    return np.where(std > 1e-12, std, 1.0).astype(std.dtype)
 
 
 def _float_tensor(X: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -124,6 +124,8 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
     num_workers : int
         Loader processes reading the data in end-to-end training (see
         :class:`FineTuneRepurposer`).
+    distributed, sync_batchnorm
+        Training under ``torchrun``, as in :class:`FineTuneRepurposer` (docs/scaling.md).
 
     Attributes
     ----------
@@ -175,6 +177,8 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
         num_workers: int = 0,
         gate: str = "paper",
         gate_rank: int = 8,
+        distributed: str | bool = "auto",
+        sync_batchnorm: bool = False,
     ) -> None:
         super().__init__(handler, feature_layers, pooling, "concat", batch_size, progress)
         del self.combine  # the gates do the combining
@@ -196,6 +200,8 @@ class GatedRepurposer(TrainingMixin, MetaModelRepurposer):
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.num_workers = num_workers
+        self.distributed = distributed
+        self.sync_batchnorm = sync_batchnorm
 
     @classmethod
     def _test_instance(cls, handler: Any) -> GatedRepurposer:

@@ -8,10 +8,14 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from repurpose._validation import check_choice
 from repurpose.repurposers._base import MetaModelRepurposer
+from repurpose.repurposers._out_of_core import feature_rows, fit_linear
 from repurpose.repurposers._registry import register_repurposer
 
-__all__ = ["LogisticRegressionRepurposer"]
+__all__ = ["LogisticRegressionRepurposer", "SOLVERS"]
+
+SOLVERS = ("lbfgs", "streaming")
 
 
 @register_repurposer("lr")
@@ -32,6 +36,12 @@ class LogisticRegressionRepurposer(MetaModelRepurposer):
         Iterations of the L-BFGS solver.
     tol : float
         Stopping tolerance.
+    solver : {"lbfgs", "streaming"}
+        ``"lbfgs"``: scikit-learn's solver on all the (standardised) features in memory.
+        ``"streaming"``: the same objective and optimum, minimised by L-BFGS that reads the
+        features chunk by chunk (one pass per evaluation), for features that do not fit
+        in memory, e.g. the memory-mapped arrays of ``handler.extract(..., out=dir)``.
+        See docs/scaling.md for its limits.
     random_state : int, optional
         Seed (the L-BFGS solver is deterministic; kept for a uniform interface).
     pooling, combine, batch_size, progress
@@ -61,6 +71,7 @@ class LogisticRegressionRepurposer(MetaModelRepurposer):
         combine: str = "concat",
         batch_size: int = 64,
         progress: bool = True,
+        solver: str = "lbfgs",
     ) -> None:
         super().__init__(handler, feature_layers, pooling, combine, batch_size, progress)
         self.C = C
@@ -68,6 +79,7 @@ class LogisticRegressionRepurposer(MetaModelRepurposer):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.solver = solver
 
     def _make_model(self) -> LogisticRegression:
         return LogisticRegression(
@@ -79,7 +91,15 @@ class LogisticRegressionRepurposer(MetaModelRepurposer):
         )
 
     def _fit_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
-        self.model_ = self._make_model().fit(self._combine(features), y)
+        if check_choice("solver", self.solver, SOLVERS) == "lbfgs":
+            self.model_ = self._make_model().fit(self._combine(features), y)
+            return
+        coef, intercept = fit_linear(
+            feature_rows(self._combine, features), y, self.n_classes_, loss="logistic",
+            C=float(self.C), class_weight=encode_class_weight(self.class_weight, self.classes_),
+            max_iter=int(self.max_iter), tol=float(self.tol), progress=bool(self.progress))
+        arrays = {"coef": coef, "intercept": intercept}
+        self.model_ = restore_lr(self._make_model(), arrays, self.n_classes_)
 
     def _predict_proba_features(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return self.model_.predict_proba(self._combine(features))

@@ -25,6 +25,7 @@ import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,6 +34,7 @@ from torch import nn
 
 from repurpose._exceptions import RepurposeError
 from repurpose.graph import GraphNet
+from repurpose.repurposers import _ddp
 from repurpose.repurposers._base import Repurposer, _check_finite_input
 from repurpose.repurposers._freezing import frozen_norm_layers
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
@@ -146,6 +148,14 @@ TRAINING_PARAMS: tuple[Param, ...] = (
           "Loader processes that read (and decode) the data while the network trains; 0 "
           "reads in the training process. Data is read batch by batch (pinned memory on "
           "CUDA), so memory does not grow with the number of samples."),
+    Param("distributed", "auto", str | bool, '{"auto", True, False}',
+          "Under ``torchrun`` (``\"auto\"``: when launched with more than one process) train "
+          "with DistributedDataParallel: ``batch_size`` is per process, each epoch is shared "
+          "out among the processes, gradients are averaged, only rank 0 shows progress and "
+          "writes checkpoints. See docs/scaling.md. False: always one process."),
+    Param("sync_batchnorm", False, bool, "bool",
+          "Under torchrun, BatchNorm layers normalise with the statistics of the global "
+          "batch (all processes) rather than of each process's part."),
 )
 
 # Constructor arguments that configure the training loop (shared by the network repurposers).
@@ -266,8 +276,11 @@ class TrainingMixin:
     def _seed(self) -> int:
         seed = getattr(self, "random_state", None)
         if seed is None:
-            return int(np.random.default_rng().integers(2**31 - 1))
-        return int(seed)
+            seed = int(np.random.default_rng().integers(2**31 - 1))
+        # under torchrun every rank must split, shuffle and initialise alike
+        device = self._device()
+        world = _ddp.setup(getattr(self, "distributed", "auto"), device)
+        return _ddp.agree(int(seed), world, device)
 
     def _workers(self) -> int:
         return int(getattr(self, "num_workers", 0) or 0)
@@ -322,6 +335,18 @@ class TrainingMixin:
                 f"known: {self.classes_.tolist()}"
             )
         return codes.astype(np.int64)
+
+    def save(self, path: str | os.PathLike, include_handler: bool = True) -> Path:
+        """Save (see :meth:`Repurposer.save`). Under torchrun only rank 0 writes, and every
+        rank waits until it has: the ranks hold the same model, and two processes writing
+        one directory would corrupt it."""
+        world = _ddp.current()
+        target = Path(path)
+        if world.main:
+            target = super().save(path, include_handler)  # type: ignore[misc]
+        if world.active:
+            torch.distributed.barrier()
+        return target
 
     # ----- training and prediction -----------------------------------------------------
     def _train(self, model: nn.Module, groups: list[dict], source: Source, y: np.ndarray,

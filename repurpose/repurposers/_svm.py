@@ -18,12 +18,15 @@ from sklearn.svm import SVC
 from repurpose._validation import check_choice, check_int
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._lr import encode_class_weight
+from repurpose.repurposers._out_of_core import chunk_slices, feature_rows, fit_linear
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["SVMRepurposer"]
 
 _KERNELS = ("linear", "rbf")
 _CALIBRATION = ("sigmoid", "isotonic")
+_SOLVERS = ("libsvm", "streaming")
+_CALIBRATION_ROWS = 100_000
 
 
 @register_repurposer("svm")
@@ -64,6 +67,15 @@ class SVMRepurposer(MetaModelRepurposer):
         Solver iteration limit (-1: none).
     random_state : int, optional
         Unused by the deterministic solver; kept for a uniform interface.
+    solver : {"libsvm", "streaming"}
+        ``"libsvm"``: scikit-learn's ``SVC`` on all the features in memory. ``"streaming"``
+        (linear kernel only): one-vs-rest linear SVMs with the squared hinge loss
+        (``LinearSVC``'s default) minimised by L-BFGS reading the features chunk by chunk,
+        for features that do not fit in memory (the memory-mapped arrays of
+        ``handler.extract(..., out=dir)``). Its calibrators are fitted on the training
+        decision values of at most 100 000 samples (no cross-validation: that would
+        cost ``cv`` more fits); with many samples per feature these differ little from
+        held-out ones. See docs/scaling.md for the limits.
     pooling, combine, batch_size, progress
         See :class:`MetaModelRepurposer`.
     """
@@ -85,6 +97,7 @@ class SVMRepurposer(MetaModelRepurposer):
         combine: str = "concat",
         batch_size: int = 64,
         progress: bool = True,
+        solver: str = "libsvm",
     ) -> None:
         super().__init__(handler, feature_layers, pooling, combine, batch_size, progress)
         self.kernel = kernel
@@ -96,11 +109,15 @@ class SVMRepurposer(MetaModelRepurposer):
         self.tol = tol
         self.max_iter = max_iter
         self.random_state = random_state
+        self.solver = solver
 
     def _check_params(self) -> None:
         check_choice("kernel", self.kernel, _KERNELS)
         check_choice("calibration", self.calibration, _CALIBRATION)
         check_int("cv", self.cv, 2)
+        if check_choice("solver", self.solver, _SOLVERS) == "streaming" and self.kernel != "linear":
+            raise ValueError(f"solver='streaming' trains linear SVMs only; got "
+                             f"kernel={self.kernel!r}. Use kernel='linear' or solver='libsvm'")
 
     def _resolve_gamma(self, X: np.ndarray) -> float:
         if self.gamma == "scale":
@@ -112,6 +129,9 @@ class SVMRepurposer(MetaModelRepurposer):
 
     def _fit_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
         self._check_params()
+        if self.solver == "streaming":
+            self._fit_streaming(features, y)
+            return
         X = self._combine(features).astype(np.float64)
         self.gamma_ = self._resolve_gamma(X)
         svc = SVC(
@@ -136,6 +156,26 @@ class SVMRepurposer(MetaModelRepurposer):
             cols = [1] if self.n_classes_ == 2 else range(self.n_classes_)
             self.calibrators_ = [self._fit_calibrator(dec[:, min(c, dec.shape[1] - 1)], y == c)
                                  for c in cols]
+
+    def _fit_streaming(self, features: dict[str, np.ndarray], y: np.ndarray) -> None:
+        rows = feature_rows(self._combine, features)
+        coef, intercept = fit_linear(
+            rows, y, self.n_classes_, loss="squared_hinge", C=float(self.C),
+            class_weight=encode_class_weight(self.class_weight, self.classes_),
+            max_iter=1000 if self.max_iter < 0 else int(self.max_iter),
+            # libsvm's tol bounds dual violations; ours the gradient of the loss divided by n
+            tol=float(self.tol) * 1e-2, progress=bool(self.progress))
+        keep = [1] if self.n_classes_ == 2 else range(self.n_classes_)  # as one-vs-rest
+        self.gamma_ = 0.0
+        self.support_vectors_ = [coef[c][None, :] for c in keep]
+        self.dual_coef_ = [np.ones(1) for _ in keep]
+        self.intercept_ = intercept[list(keep)]
+        pick = np.random.default_rng(0).permutation(len(y))[:_CALIBRATION_ROWS]
+        pick.sort()
+        dec = np.concatenate([self._decision(rows(pick[sl]).astype(np.float64))
+                              for sl in chunk_slices(len(pick), 8192)])
+        self.calibrators_ = [self._fit_calibrator(dec[:, i], y[pick] == c)
+                             for i, c in enumerate(keep)]
 
     def _fit_calibrator(self, d: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
         if self.calibration == "isotonic":

@@ -22,6 +22,7 @@ fingerprint (labels, sample count, file names and sizes, a few decoded samples).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 
 from repurpose._exceptions import RepurposeError
 from repurpose._validation import check_choice, check_int, check_number
+from repurpose.repurposers import _ddp
 from repurpose.repurposers._checkpoint import load_checkpoint, save_checkpoint
 from repurpose.repurposers._freezing import set_train_mode
 from repurpose.repurposers._param_groups import l2sp_penalty
@@ -81,6 +83,8 @@ class TrainSettings:
     callbacks: Sequence[Callback] = ()
     num_workers: int = 0
     max_steps: int | None = None
+    distributed: str | bool = "auto"
+    sync_batchnorm: bool = False
 
     def validate(self) -> None:
         """Check the values; raise ``ValueError`` naming the bad one."""
@@ -94,18 +98,23 @@ class TrainSettings:
         if self.max_steps is not None:
             check_int("max_steps", self.max_steps, 1)
         check_int("num_workers", self.num_workers, 0)
+        check_choice("distributed", self.distributed, _ddp.DISTRIBUTED)
         check_number("lr", self.lr, 0, low_open=True)
         for name in ("weight_decay", "l2sp"):
             check_number(name, getattr(self, name), 0)
         if self.augment is not None and not callable(self.augment):
             raise ValueError(f"augment={self.augment!r}; expected a callable or None")
 
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings that change the result, for checking a checkpoint belongs to a run."""
-        keys = ("max_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+    def fingerprint(self, processes: int = 1) -> dict[str, Any]:
+        """The settings that change the result, for checking a checkpoint belongs to a run.
+
+        ``batch_size`` counts as the global batch (times the ``processes`` under torchrun):
+        a run resumes on another number of processes when that stays the same.
+        """
+        keys = ("max_epochs", "lr", "optimizer", "momentum", "weight_decay",
                 "schedule", "clip_grad_norm", "l2sp", "unfreeze_after", "patience", "amp",
                 "seed")
-        found = {k: getattr(self, k) for k in keys}
+        found = {"batch_size": self.batch_size * processes, **{k: getattr(self, k) for k in keys}}
         if self.max_steps is not None:  # only when set: older checkpoints keep their run id
             found["max_steps"] = self.max_steps
         return found
@@ -244,6 +253,8 @@ class Trainer:
         self.settings = settings
         self.device = torch.device(settings.device)
         self.model = model.to(self.device)
+        self.world = _ddp.setup(settings.distributed, self.device)
+        self._net = self.model  # what trains: the model, or its DDP wrapper under torchrun
         self.frozen_norms = list(frozen_norms)
         self.body_params = list(body_params)
         self.body_norms = list(body_norms)
@@ -277,14 +288,17 @@ class Trainer:
             loss = loss + penalty.to(loss.device)
         return loss
 
-    def _step(self, xb: list[torch.Tensor], yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, xb: list[torch.Tensor], yb: torch.Tensor, total: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.settings
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(self.device, s.amp):
-            logits = self.model(*xb)
+            logits = self._net(*xb)
         loss = self.objective(logits, yb)
         scaled = self.scaler.is_enabled()
-        (self.scaler.scale(loss) if scaled else loss).backward()
+        weighted = loss * _ddp.loss_weight(len(yb), total, self.world) if self.world.active \
+            else loss
+        (self.scaler.scale(weighted) if scaled else weighted).backward()
         if s.clip_grad_norm is not None:
             if scaled:
                 self.scaler.unscale_(self.optimizer)
@@ -308,29 +322,51 @@ class Trainer:
         set_train_mode(self.model, self.frozen_norms + (self.body_norms if head_only else []))
         epoch_seed = s.seed * 100_003 + epoch
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(epoch_seed))
-        batches = epoch_batches(len(data), s.batch_size, order)[:self._steps_left(epoch)]
+        batches = _ddp.rank_batches(len(data), s.batch_size, self.world,
+                                    order)[:self._steps_left(epoch)]
+        # rebuilt each epoch: gradual unfreezing changes which parameters DDP must reduce
+        self._net = _ddp.wrap(self.model, self.world, self.device)
         total = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for xb, idx in zip(_read(data, batches, self.device, s.num_workers, epoch_seed),
-                           batches, strict=True):
+        reads = _read(data, [b for b, _ in batches], self.device, s.num_workers, epoch_seed)
+        for xb, (idx, size) in zip(reads, batches, strict=True):
             if s.augment is not None:
                 xb = list(s.augment(*xb)) if len(xb) > 1 else [s.augment(xb[0])]
-            loss, ok = self._step(xb, data.y[idx].to(self.device, non_blocking=True))
+            loss, ok = self._step(xb, data.y[idx].to(self.device, non_blocking=True), size)
             total += loss
             correct += ok
         for p in self.body_params:
             p.requires_grad_(True)
-        seen = sum(len(b) for b in batches)
-        return total.item() / seen, correct.item() / seen
+        _ddp.share_buffers(self.model, self.world)
+        loss_sum, n_correct = _ddp.sum_all([total.item(), correct.item()], self.world,
+                                           self.device)
+        seen = sum(size for _, size in batches)  # global samples (max_steps may cut the epoch)
+        return loss_sum / seen, n_correct / seen
 
     def evaluate(self, data: Data, y: Any = None) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the current model on a data set."""
         split = as_split(data, y)
+        if self.world.active:
+            return self._evaluate_shared(split)
         logits = predict_logits(self.model, split, self.settings.batch_size, self.device,
                                 self.settings.amp, self.settings.num_workers)
         labels = split.y.cpu()
         loss = F.cross_entropy(logits, labels).item()
         return loss, (logits.argmax(1) == labels).float().mean().item()
+
+    def _evaluate_shared(self, split: Split) -> tuple[float, float]:
+        """:meth:`evaluate` with each rank predicting its block of the samples."""
+        part = torch.tensor_split(torch.arange(len(split)), self.world.size)[self.world.rank]
+        mine = split.subset(part)
+        sums = [0.0, 0.0]
+        if len(mine):
+            logits = predict_logits(self.model, mine, self.settings.batch_size, self.device,
+                                    self.settings.amp, self.settings.num_workers)
+            labels = mine.y.cpu()
+            sums = [F.cross_entropy(logits, labels, reduction="sum").item(),
+                    float((logits.argmax(1) == labels).sum())]
+        loss_sum, n_correct = _ddp.sum_all(sums, self.world, self.device)
+        return loss_sum / len(split), n_correct / len(split)
 
     # -- the whole run ----------------------------------------------------------------
     def fit(self, data: Data, y: Any = None,
@@ -349,7 +385,7 @@ class Trainer:
         s = self.settings
         train = as_split(data, y)
         valid = val if val is None or isinstance(val, Split) else as_split(*val)
-        self._epoch_steps = len(epoch_batches(len(train), s.batch_size))
+        self._epoch_steps = len(_ddp.rank_batches(len(train), s.batch_size, self.world))
         total, epochs = self._budget()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(s.schedule, step, total)
@@ -360,9 +396,11 @@ class Trainer:
         if s.checkpoint_dir is not None:
             start, done = self._resume()
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+        synced = _ddp.sync_batchnorm(self.model, self.world) if s.sync_batchnorm \
+            else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type), synced:
             bar = tqdm(total=epochs, initial=start, desc="epochs", leave=False,
-                       disable=not s.progress or done, unit="epoch")
+                       disable=not s.progress or done or not self.world.main, unit="epoch")
             for epoch in range(start, epochs if not done else start):
                 torch.manual_seed(s.seed * 1_000_003 + epoch)
                 logs = self._run_epoch(epoch, train, valid)
@@ -400,7 +438,7 @@ class Trainer:
 
     def _identify(self, train: Split, val: Split | None) -> str:
         """A hash of the settings, data and network shapes: a checkpoint must match it."""
-        run = {"settings": self.settings.fingerprint(), "data": train.fingerprint(),
+        run = {"settings": self.settings.fingerprint(self.world.size), "data": train.fingerprint(),
                "val": None if val is None else val.fingerprint(),
                "params": [[k, list(v.shape)] for k, v in self.model.state_dict().items()]}
         return hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
@@ -426,20 +464,31 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------
     def _save(self, epoch: int, complete: bool) -> None:
-        if self.settings.checkpoint_dir is None:
+        if self.settings.checkpoint_dir is None or not self.world.main:
             return
         save_checkpoint(self.settings.checkpoint_dir, {
             "run_id": self._run_id, "epoch": epoch, "complete": complete,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "best": self._best, "best_loss": self._best_loss, "bad_epochs": self._bad_epochs,
-            "history": self.history,
+            "history": self.history, "global_batch": self._global_batch(),
         })
+
+    def _global_batch(self) -> int:
+        return self.settings.batch_size * self.world.size
 
     def _resume(self) -> tuple[int, bool]:
         state = load_checkpoint(self.settings.checkpoint_dir)  # type: ignore[arg-type]
         if state is None:
             return 0, False
+        saved = state.get("global_batch", self._global_batch())
+        if saved != self._global_batch():
+            raise RepurposeError(
+                f"the checkpoint in {str(self.settings.checkpoint_dir)!r} was trained with a "
+                f"global batch of {saved} samples (batch_size x processes); with "
+                f"{self.world.size} process(es) pass batch_size={saved / self.world.size:g} "
+                "to resume it, or another checkpoint_dir to train from scratch"
+            )
         if state.get("run_id") != self._run_id:
             raise RepurposeError(
                 f"the checkpoint in {str(self.settings.checkpoint_dir)!r} belongs to a different "
