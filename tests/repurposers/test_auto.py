@@ -30,29 +30,34 @@ def test_leaderboard_covers_the_short_list_and_the_winner_is_refitted(fitted, pr
     expected |= {("lr", tuple(top)), ("svm", tuple(top)), ("gated", tuple(top))}
     assert tried == expected
     scores = [r.cv_score for r in fitted.leaderboard_]
-    assert scores == sorted(scores, reverse=True)
+    assert scores[1:] == sorted(scores[1:], reverse=True)  # the winner first, then by score
     win = fitted.leaderboard_[0]
+    assert win.cv_score >= max(scores) - win.cv_se - 1e-12 or win.cv_se == 0
     assert list(fitted.best_.feature_layers_) == list(win.layers)
     np.testing.assert_array_equal(fitted.best_.classes_, fitted.classes_)
     np.testing.assert_allclose(fitted.predict_proba(problem.X_test),
                                fitted.best_.predict_proba(problem.X_test))
 
 
-def test_cv_scores_are_the_mean_of_stratified_folds(fitted, problem):
-    """Recompute one row's CV score by hand from the same folds."""
+def test_cv_scores_are_the_mean_of_repeated_stratified_folds(fitted, problem):
+    """Recompute one row's CV score and standard error by hand from the same folds: 12
+    examples per class is below SMALL_PER_CLASS, so the 3 folds are repeated 3 times."""
     row = next(r for r in fitted.leaderboard_ if r.recipe == "lr" and len(r.layers) == 1)
     feats = problem.handler.extract(problem.X_train, list(row.layers), progress=False)
     y = np.unique(problem.y_train, return_inverse=True)[1]
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import RepeatedStratifiedKFold
 
     accs = []
-    folds = StratifiedKFold(3, shuffle=True, random_state=0).split(feats[row.layers[0]], y)
-    for tr_idx, va_idx in folds:
+    folds = RepeatedStratifiedKFold(n_splits=3, n_repeats=_auto.SMALL_REPEATS, random_state=0)
+    for tr_idx, va_idx in folds.split(feats[row.layers[0]], y):
         lr = rp.LogisticRegressionRepurposer(random_state=0)
         lr.fit_features({k: v[tr_idx] for k, v in feats.items()}, y[tr_idx])
         pred = lr.predict_features({k: v[va_idx] for k, v in feats.items()})
         accs.append(np.mean(pred == y[va_idx]))
+    assert row.scored_by == f"3-fold x{_auto.SMALL_REPEATS}"
     assert row.cv_score == pytest.approx(np.mean(accs), abs=1e-9)
+    assert row.cv_std == pytest.approx(np.std(accs), abs=1e-9)
+    assert row.cv_se == pytest.approx(np.sqrt(row.cv_score * (1 - row.cv_score) / len(y)))
 
 
 def test_explain_names_the_scenario_and_the_winner(fitted):
