@@ -212,22 +212,33 @@ class AutoRepurposer(Repurposer):
             if self._over_budget(start) and rows:
                 rows.append(LeaderboardRow(recipe, layers, None, None, 0.0, "skipped: time budget"))
                 continue
-            t0 = time.perf_counter()
-            if _has_exact_loo(est, len(y)):
-                model, correct = _loo_correct(est, features, layers, y)
+            row, model = self._score(recipe, layers, est, features, X, y, folds, start)
+            rows.append(row)
+            if model is not None:
                 full[(recipe, layers)] = model
-                fold_scores, how, status = [float(np.mean(correct))], "exact LOO", "ok"
-            elif isinstance(est, MetaModelRepurposer):
-                fold_scores, correct = self._cross_validate(est, features, layers, y, folds, start)
-                how = self._scheme(folds)
-                status = "ok" if len(fold_scores) == len(folds) else \
-                    f"partial: time budget ({len(fold_scores)} of {len(folds)} folds)"
-            else:
-                correct = _fold_correct_network(est, X, y, *folds[0])
-                fold_scores, how, status = [float(np.mean(correct))], "1 fold", "ok"
-            rows.append(_row(recipe, layers, fold_scores, correct, time.perf_counter() - t0,
-                             status, how))
         return rows, plans, full
+
+    def _score(self, recipe: str, layers: tuple[str, ...], est: Repurposer,
+               features: dict[str, np.ndarray], X: Any, y: np.ndarray,
+               folds: list[tuple[np.ndarray, np.ndarray]], start: float,
+               ) -> tuple[LeaderboardRow, Repurposer | None]:
+        """One recipe's leaderboard row, and its model fitted on all the data when scoring
+        produced one (the exact GP's leave-one-out)."""
+        t0 = time.perf_counter()
+        model: Repurposer | None = None
+        if _has_exact_loo(est, len(y)):
+            model, correct = _loo_correct(est, features, layers, y)
+            fold_scores, how, status = [float(np.mean(correct))], "exact LOO", "ok"
+        elif isinstance(est, MetaModelRepurposer):
+            fold_scores, correct = self._cross_validate(est, features, layers, y, folds, start)
+            how = self._scheme(folds)
+            status = "ok" if len(fold_scores) == len(folds) else \
+                f"partial: time budget ({len(fold_scores)} of {len(folds)} folds)"
+        else:
+            correct = _fold_correct_network(est, X, y, *folds[0])
+            fold_scores, how, status = [float(np.mean(correct))], "1 fold", "ok"
+        seconds = time.perf_counter() - t0
+        return _row(recipe, layers, fold_scores, correct, seconds, status, how), model
 
     def _cross_validate(self, est: Repurposer, features: dict[str, np.ndarray],
                         layers: tuple[str, ...], y: np.ndarray,
