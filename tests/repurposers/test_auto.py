@@ -81,7 +81,9 @@ def test_time_budget_skips_the_remaining_recipes(problem):
     auto = rp.AutoRepurposer(problem.handler, recipes=["lr", "svm"], cv=3, time_budget=1e-9,
                              progress=False).fit(problem.X_train, problem.y_train)
     statuses = [r.status for r in auto.leaderboard_]
-    assert statuses[0] == "ok"  # the first recipe always runs
+    # the first recipe always runs, but stops after its first fold
+    assert statuses[0] == "partial: time budget (1 of 9 folds)"
+    assert auto.leaderboard_[0].cv_score is not None
     assert statuses[1:] and all(s == "skipped: time budget" for s in statuses[1:])
     assert auto.leaderboard_[-1].cv_score is None
     assert "skipped" in auto.leaderboard_table()
@@ -105,6 +107,7 @@ def test_finetune_joins_only_with_enough_examples_per_class(problem, monkeypatch
     ({"cv": 1}, "cv=1; expected an integer >= 2"),
     ({"n_layers": 0}, "n_layers=0"),
     ({"time_budget": -1}, "time_budget=-1"),
+    ({"cv_repeats": 0}, "cv_repeats=0; expected 'auto' or an integer >= 1"),
     ({"candidates": []}, "candidates=\\[\\]; use 'auto'"),
     ({"recipe_params": {"knn": {}}}, "recipe_params=.*keyed by recipe names"),
 ])
@@ -112,3 +115,34 @@ def test_bad_parameters_raise_clear_errors(problem, params, match):
     with pytest.raises(ValueError, match=match):
         rp.AutoRepurposer(problem.handler, progress=False, **params).fit(
             problem.X_train, problem.y_train)
+
+
+def _row(recipe, score, se, layers=("fc7",)):
+    return _auto.LeaderboardRow(recipe, layers, score, 0.0, 1.0, cv_se=se)
+
+
+@pytest.mark.parametrize(("rows", "winner"), [
+    # GP within one standard error of the best LR: the simpler GP wins
+    ([_row("lr", 0.90, 0.04), _row("gp", 0.87, 0.04)], 1),
+    # GP more than one standard error below: the best wins
+    ([_row("lr", 0.90, 0.04), _row("gp", 0.85, 0.04)], 0),
+    # an SVM best by a hair loses to LR; among two LRs the plan's order decides
+    ([_row("svm", 0.91, 0.02), _row("lr", 0.90, 0.02, ("a",)), _row("lr", 0.90, 0.02, ("b",))], 1),
+    # skipped rows are ignored
+    ([_row("gp", None, None), _row("svm", 0.5, 0.1)], 1),
+])
+def test_the_simplest_recipe_within_one_standard_error_wins(rows, winner):
+    assert _auto._one_se_winner(rows) is rows[winner]
+
+
+def test_gp_is_scored_by_exact_leave_one_out_and_not_refitted(problem):
+    auto = rp.AutoRepurposer(problem.handler, recipes=["gp"], candidates=["fc7"], cv=3,
+                             recipe_params={"gp": {"n_iter": 10}}, random_state=0,
+                             progress=False).fit(problem.X_train, problem.y_train)
+    (row,) = auto.leaderboard_
+    assert row.scored_by == "exact LOO"
+    feats = problem.handler.extract(problem.X_train, ["fc7"], progress=False)
+    y = np.unique(problem.y_train, return_inverse=True)[1]
+    proba = auto.best_._loo_proba_features(feats, y)
+    assert row.cv_score == pytest.approx(np.mean(proba.argmax(1) == y))
+    assert row.cv_se == pytest.approx(np.sqrt(row.cv_score * (1 - row.cv_score) / len(y)))
