@@ -67,7 +67,13 @@ class AutoRepurposer(Repurposer):
     on each short-listed layer and on their concatenation, the gated network on the short
     list, and fine-tuning from the best layer when there are at least ``LARGE_PER_CLASS``
     examples per class (scored on one held-out fold, since it cannot use cached features).
-    The winner is refitted on all the data.
+
+    The exact GP is scored by its closed-form leave-one-out predictions: one fit on all the
+    data instead of one per fold, and that fit is kept if it wins. The other recipes are
+    scored by stratified K-fold CV, repeated ``SMALL_REPEATS`` times with fresh shuffles
+    below ``SMALL_PER_CLASS`` examples per class, where one split is too noisy. The winner
+    is the simplest recipe (order ``SIMPLICITY``: GP, LR, SVM, gated, fine-tuning) whose
+    score is within one standard error of the best score; it is refitted on all the data.
 
     Parameters
     ----------
@@ -76,8 +82,9 @@ class AutoRepurposer(Repurposer):
     candidates : "auto" or list of str
         Layers to rank; "auto" uses :func:`repurpose.transferability.probe_layers`.
     time_budget : float, optional
-        Seconds for the recipe search; recipes not started when it runs out are skipped
-        (shown as such on the leaderboard). None tries them all.
+        Seconds for the recipe search (counted from the start of ``fit``): a recipe stops
+        after the fold during which it runs out, and the recipes not started are skipped
+        (both shown on the leaderboard). None tries them all.
     cv : int
         Folds of the cross-validation (fewer when a class has fewer examples).
     random_state : int, optional
@@ -92,13 +99,16 @@ class AutoRepurposer(Repurposer):
         Extra constructor arguments per recipe, e.g. ``{"gated": {"max_epochs": 20}}``.
     pooling, batch_size, progress
         As for :class:`MetaModelRepurposer`.
+    cv_repeats : "auto" or int
+        Repeats of the K-fold split; "auto": ``SMALL_REPEATS`` below ``SMALL_PER_CLASS``
+        examples per class, else 1.
 
     Attributes
     ----------
     best_ : Repurposer
-        The chosen recipe, refitted on all the data.
+        The chosen recipe, fitted on all the data.
     leaderboard_ : list of LeaderboardRow
-        Every recipe considered, best first.
+        Every recipe considered: the chosen one first, then the others by score.
     ranking_ : Ranking
         The transferability of every candidate layer.
 
