@@ -196,9 +196,9 @@ def run_grid(auto: rp.AutoRepurposer, cached: CachedHandler, pick: np.ndarray, X
         row, model = auto._score(recipe, layers, est, feats, X_tr, codes, folds,
                                  time.perf_counter())
         start = time.perf_counter()
-        fitted = model if model is not None else clone(est).fit(X_tr, codes)
+        fitted = model if model is not None else clone(est).fit(X_tr, ytr[pick])
         seconds = row.fit_seconds if model is not None else time.perf_counter() - start
-        acc = float(np.mean(auto.classes_[fitted.predict(X_va)] == yva))
+        acc = float(np.mean(fitted.predict(X_va) == yva))
         grid.append({"recipe": recipe, "layers": list(layers), "cv_score": row.cv_score,
                      "cv_se": row.cv_se, "val_accuracy": acc, "fit_seconds": seconds})
         rows.append(row)

@@ -237,7 +237,7 @@ class AutoRepurposer(Repurposer):
         t0 = time.perf_counter()
         model: Repurposer | None = None
         if _has_exact_loo(est, len(y)):
-            model, correct = _loo_correct(est, features, layers, y)
+            model, correct = _loo_correct(est, features, layers, y, self.classes_)
             fold_scores, how, status = [float(np.mean(correct))], "exact LOO", "ok"
         elif isinstance(est, MetaModelRepurposer):
             fold_scores, correct = self._cross_validate(est, features, layers, y, folds, start)
@@ -495,15 +495,16 @@ def _has_exact_loo(est: Repurposer, n: int) -> bool:
 
 
 def _loo_correct(est: Repurposer, features: dict[str, np.ndarray], layers: tuple[str, ...],
-                 y: np.ndarray) -> tuple[Repurposer, np.ndarray]:
-    """The GP fitted on all the data and whether each example's exact leave-one-out
-    prediction is right: one fit instead of one per fold."""
+                 y: np.ndarray, classes: np.ndarray) -> tuple[Repurposer, np.ndarray]:
+    """The GP fitted on all the data (on the user's labels ``classes[y]``, so that it can
+    serve as ``best_``) and whether each example's exact leave-one-out prediction is right:
+    one fit instead of one per fold."""
     from repurpose.repurposers._gp import GPRepurposer
 
     model = cast(GPRepurposer, clone(est))
     sub = {k: features[k] for k in layers}
-    model.fit_features(sub, y)
-    # y holds label codes 0..C-1 and every class is present, so columns are codes
+    model.fit_features(sub, classes[y])
+    # every class is present, so the model's label codes are y and its columns are codes
     proba = model._loo_proba_features(sub, y)
     return model, (np.argmax(proba, axis=1) == y).astype(float)
 

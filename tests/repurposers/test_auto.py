@@ -136,11 +136,14 @@ def test_the_simplest_recipe_within_one_standard_error_wins(rows, winner):
 
 
 def test_gp_is_scored_by_exact_leave_one_out_and_not_refitted(problem):
+    names = np.array(["iris", "lily", "rose"])[problem.y_train]
     auto = rp.AutoRepurposer(problem.handler, recipes=["gp"], candidates=["fc7"], cv=3,
                              recipe_params={"gp": {"n_iter": 10}}, random_state=0,
-                             progress=False).fit(problem.X_train, problem.y_train)
+                             progress=False).fit(problem.X_train, names)
     (row,) = auto.leaderboard_
     assert row.scored_by == "exact LOO"
+    np.testing.assert_array_equal(auto.best_.classes_, ["iris", "lily", "rose"])
+    assert set(auto.best_.predict(problem.X_test)) <= {"iris", "lily", "rose"}
     feats = problem.handler.extract(problem.X_train, ["fc7"], progress=False)
     y = np.unique(problem.y_train, return_inverse=True)[1]
     proba = auto.best_._loo_proba_features(feats, y)
