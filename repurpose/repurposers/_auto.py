@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold
 
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
 from repurpose.repurposers._registry import register_repurposer
@@ -25,15 +25,27 @@ from repurpose.transferability._rank import (
 __all__ = ["AutoRepurposer", "RECIPES"]
 
 RECIPES = ("lr", "svm", "gp", "gated", "finetune")
+Plan = tuple[str, tuple[str, ...]]
 BEST_DIR = "best"
 # cs231n's "small dataset": below this many examples per class, fine-tuning over-fits.
 LARGE_PER_CLASS = 100
+# Below this many examples per class one K-fold split is too noisy to rank recipes:
+# cv_repeats="auto" repeats it with fresh shuffles.
+SMALL_PER_CLASS = 20
+SMALL_REPEATS = 3
+# Ties (within one standard error of the best score) go to the first recipe in this order:
+# the exact GP (hyperparameters by evidence, scored by exact leave-one-out, calibrated),
+# then logistic regression, then the SVM (probabilities from an inner calibration split),
+# then the networks.
+SIMPLICITY = ("gp", "lr", "svm", "gated", "finetune")
 
 
 @dataclass(frozen=True)
 class LeaderboardRow:
-    """One recipe tried: its name, layers, mean and spread of the cross-validated
-    accuracy (None when skipped), the seconds its evaluation took, and a status."""
+    """One recipe tried: its name, layers, mean and spread (over folds) of the
+    cross-validated accuracy (None when skipped), the seconds its evaluation took, a
+    status, the standard error of the score (binomial, over the examples scored) and how
+    it was scored ("5-fold x3", "exact LOO", "1 fold")."""
 
     recipe: str
     layers: tuple[str, ...]
@@ -41,6 +53,8 @@ class LeaderboardRow:
     cv_std: float | None
     fit_seconds: float
     status: str = "ok"
+    cv_se: float | None = None
+    scored_by: str = ""
 
 
 @register_repurposer("auto")
@@ -53,7 +67,13 @@ class AutoRepurposer(Repurposer):
     on each short-listed layer and on their concatenation, the gated network on the short
     list, and fine-tuning from the best layer when there are at least ``LARGE_PER_CLASS``
     examples per class (scored on one held-out fold, since it cannot use cached features).
-    The winner is refitted on all the data.
+
+    The exact GP is scored by its closed-form leave-one-out predictions: one fit on all the
+    data instead of one per fold, and that fit is kept if it wins. The other recipes are
+    scored by stratified K-fold CV, repeated ``SMALL_REPEATS`` times with fresh shuffles
+    below ``SMALL_PER_CLASS`` examples per class, where one split is too noisy. The winner
+    is the simplest recipe (order ``SIMPLICITY``: GP, LR, SVM, gated, fine-tuning) whose
+    score is within one standard error of the best score; it is refitted on all the data.
 
     Parameters
     ----------
@@ -62,8 +82,9 @@ class AutoRepurposer(Repurposer):
     candidates : "auto" or list of str
         Layers to rank; "auto" uses :func:`repurpose.transferability.probe_layers`.
     time_budget : float, optional
-        Seconds for the recipe search; recipes not started when it runs out are skipped
-        (shown as such on the leaderboard). None tries them all.
+        Seconds for the recipe search (counted from the start of ``fit``): a recipe stops
+        after the fold during which it runs out, and the recipes not started are skipped
+        (both shown on the leaderboard). None tries them all.
     cv : int
         Folds of the cross-validation (fewer when a class has fewer examples).
     random_state : int, optional
@@ -78,13 +99,16 @@ class AutoRepurposer(Repurposer):
         Extra constructor arguments per recipe, e.g. ``{"gated": {"max_epochs": 20}}``.
     pooling, batch_size, progress
         As for :class:`MetaModelRepurposer`.
+    cv_repeats : "auto" or int
+        Repeats of the K-fold split; "auto": ``SMALL_REPEATS`` below ``SMALL_PER_CLASS``
+        examples per class, else 1.
 
     Attributes
     ----------
     best_ : Repurposer
-        The chosen recipe, refitted on all the data.
+        The chosen recipe, fitted on all the data.
     leaderboard_ : list of LeaderboardRow
-        Every recipe considered, best first.
+        Every recipe considered: the chosen one first, then the others by score.
     ranking_ : Ranking
         The transferability of every candidate layer.
 
@@ -119,6 +143,7 @@ class AutoRepurposer(Repurposer):
         pooling: str | None = "avg",
         batch_size: int = 64,
         progress: bool = True,
+        cv_repeats: int | str = "auto",
     ) -> None:
         self.handler = handler
         self.candidates = candidates
@@ -132,6 +157,7 @@ class AutoRepurposer(Repurposer):
         self.pooling = pooling
         self.batch_size = batch_size
         self.progress = progress
+        self.cv_repeats = cv_repeats
 
     @classmethod
     def _test_instance(cls, handler: Any) -> AutoRepurposer:
@@ -158,6 +184,9 @@ class AutoRepurposer(Repurposer):
                              f"recipe names ({', '.join(RECIPES)})")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget={self.time_budget!r}; expected seconds > 0 or None")
+        if self.cv_repeats != "auto" and (isinstance(self.cv_repeats, bool) or not isinstance(
+                self.cv_repeats, int) or self.cv_repeats < 1):
+            raise ValueError(f"cv_repeats={self.cv_repeats!r}; expected 'auto' or an integer >= 1")
         return recipes
 
     def _fit(self, X: Any, y: np.ndarray) -> None:
@@ -171,35 +200,87 @@ class AutoRepurposer(Repurposer):
         self.per_class_ = int(np.bincount(y).min())
         self.similarity_ = _similarity(self.ranking_, self.candidate_layers_)
         shortlist = [r.layer for r in self.ranking_[: self.n_layers]]
-        rows, fitted = self._search(recipes, shortlist, features, X, y, start)
-        self.leaderboard_ = sorted(rows, key=_row_order)
-        winner = self.leaderboard_[0]
-        self.best_ = self._refit(fitted[(winner.recipe, winner.layers)], features, X, y)
+        rows, plans, full = self._search(recipes, shortlist, features, X, y, start)
+        winner = _one_se_winner(rows)
+        self.leaderboard_ = [winner] + sorted((r for r in rows if r is not winner),
+                                              key=_row_order)
+        key = (winner.recipe, winner.layers)
+        self.best_ = full[key] if key in full else self._refit(plans[key], features, X, y)
         self.fit_seconds_ = time.perf_counter() - start
 
     def _search(self, recipes: list[str], shortlist: list[str], features: dict[str, np.ndarray],
-                X: Any, y: np.ndarray, start: float,
-                ) -> tuple[list[LeaderboardRow], dict[tuple[str, tuple[str, ...]], Repurposer]]:
+                X: Any, y: np.ndarray, start: float) -> tuple[
+            list[LeaderboardRow], dict[Plan, Repurposer], dict[Plan, Repurposer]]:
+        """Score every planned recipe; also return the recipes' estimators and the models
+        already fitted on all the data (the exact GP's, whose LOO needs no refit)."""
         folds = self._folds(y)
         rows: list[LeaderboardRow] = []
-        plans: dict[tuple[str, tuple[str, ...]], Repurposer] = {}
+        plans: dict[Plan, Repurposer] = {}
+        full: dict[Plan, Repurposer] = {}
         for recipe, layers in self._plan(recipes, shortlist):
-            est = self._make(recipe, layers)
-            plans[(recipe, layers)] = est
+            est = plans[(recipe, layers)] = self._make(recipe, layers)
             if self._over_budget(start) and rows:
                 rows.append(LeaderboardRow(recipe, layers, None, None, 0.0, "skipped: time budget"))
                 continue
-            t0 = time.perf_counter()
-            if isinstance(est, MetaModelRepurposer):
-                scores = [_fold_score(est, features, layers, y, tr, va) for tr, va in folds]
-            else:
-                scores = [_fold_score_network(est, X, y, *folds[0])]
-            rows.append(LeaderboardRow(recipe, layers, float(np.mean(scores)),
-                                       float(np.std(scores)), time.perf_counter() - t0))
-        return rows, plans
+            row, model = self._score(recipe, layers, est, features, X, y, folds, start)
+            rows.append(row)
+            if model is not None:
+                full[(recipe, layers)] = model
+        return rows, plans, full
+
+    def _score(self, recipe: str, layers: tuple[str, ...], est: Repurposer,
+               features: dict[str, np.ndarray], X: Any, y: np.ndarray,
+               folds: list[tuple[np.ndarray, np.ndarray]], start: float,
+               ) -> tuple[LeaderboardRow, Repurposer | None]:
+        """One recipe's leaderboard row, and its model fitted on all the data when scoring
+        produced one (the exact GP's leave-one-out)."""
+        t0 = time.perf_counter()
+        model: Repurposer | None = None
+        if _has_exact_loo(est, len(y)):
+            model, correct = _loo_correct(est, features, layers, y, self.classes_)
+            fold_scores, how, status = [float(np.mean(correct))], "exact LOO", "ok"
+        elif isinstance(est, MetaModelRepurposer):
+            fold_scores, correct = self._cross_validate(est, features, layers, y, folds, start)
+            how = self._scheme(folds)
+            status = "ok" if len(fold_scores) == len(folds) else \
+                f"partial: time budget ({len(fold_scores)} of {len(folds)} folds)"
+        else:
+            correct = _fold_correct_network(est, X, y, *folds[0])
+            fold_scores, how, status = [float(np.mean(correct))], "1 fold", "ok"
+        seconds = time.perf_counter() - t0
+        return _row(recipe, layers, fold_scores, correct, seconds, status, how), model
+
+    def _cross_validate(self, est: Repurposer, features: dict[str, np.ndarray],
+                        layers: tuple[str, ...], y: np.ndarray,
+                        folds: list[tuple[np.ndarray, np.ndarray]], start: float,
+                        ) -> tuple[list[float], np.ndarray]:
+        """Fold accuracies and the per-example correctness (pooled over repeats); stops
+        between folds when the time budget runs out (at least one fold is scored)."""
+        scores: list[float] = []
+        hits, counts = np.zeros(len(y)), np.zeros(len(y))
+        for train, val in folds:
+            if scores and self._over_budget(start):
+                break
+            hit = _fold_correct(est, features, layers, y, train, val)
+            scores.append(float(np.mean(hit)))
+            hits[val] += hit
+            counts[val] += 1
+        seen = counts > 0
+        return scores, hits[seen] / counts[seen]
+
+    def _scheme(self, folds: list[tuple[np.ndarray, np.ndarray]]) -> str:
+        repeats = self._repeats()
+        if len(folds) == 1:
+            return "training data"
+        return f"{len(folds) // repeats}-fold" + (f" x{repeats}" if repeats > 1 else "")
 
     def _over_budget(self, start: float) -> bool:
         return self.time_budget is not None and time.perf_counter() - start > self.time_budget
+
+    def _repeats(self) -> int:
+        if self.cv_repeats == "auto":
+            return SMALL_REPEATS if self.per_class_ < SMALL_PER_CLASS else 1
+        return int(self.cv_repeats)
 
     def _folds(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         n_splits = max(2, min(self.cv, self.per_class_))
@@ -207,7 +288,8 @@ class AutoRepurposer(Repurposer):
             # one example of some class: no stratified split exists; validate on the data
             idx = np.arange(len(y))
             return [(idx, idx)]
-        split = StratifiedKFold(n_splits, shuffle=True, random_state=self._seed())
+        split = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=self._repeats(),
+                                        random_state=self._seed())
         return list(split.split(np.zeros(len(y)), y))
 
     def _seed(self) -> int:
@@ -311,16 +393,18 @@ class AutoRepurposer(Repurposer):
                if runner is not None and runner.cv_score is not None else "")
             + f" ({len(ok)} recipes cross-validated, "
               f"{sum(r.cv_score is None for r in self.leaderboard_)} skipped).",
+            f"  rule: the simplest recipe ({' < '.join(SIMPLICITY)}) within one standard "
+            f"error of the best CV score ({_best_line(ok)}).",
         ]
         return "\n".join(lines)
 
     def leaderboard_table(self) -> str:
         """The leaderboard as a text table."""
         self._check_fitted()
-        header = ("recipe", "layers", "cv score", "seconds", "status")
+        header = ("recipe", "layers", "cv score +/- s.e.", "scored by", "seconds", "status")
         body = [(r.recipe, "+".join(r.layers),
-                 "-" if r.cv_score is None else f"{r.cv_score:.3f} +/- {r.cv_std:.3f}",
-                 f"{r.fit_seconds:.2f}", r.status) for r in self.leaderboard_]
+                 "-" if r.cv_score is None else f"{r.cv_score:.3f} +/- {r.cv_se or 0.0:.3f}",
+                 r.scored_by, f"{r.fit_seconds:.2f}", r.status) for r in self.leaderboard_]
         return format_table(header, body)
 
     # ----- saving ------------------------------------------------------------------------
@@ -362,6 +446,12 @@ def _as_list(layers: str | Sequence[str]) -> list[str]:
     return out
 
 
+def _best_line(rows: list[LeaderboardRow]) -> str:
+    top = max(rows, key=lambda r: cast(float, r.cv_score))
+    return (f"{top.recipe} on {'+'.join(top.layers)}: {top.cv_score:.3f} +/- "
+            f"{top.cv_se or 0.0:.3f}, {top.scored_by}")
+
+
 def _row_order(row: LeaderboardRow) -> float:
     # best CV score first; the sort is stable, so ties keep the plan's order (better-ranked
     # layers and simpler recipes first), which does not depend on the machine's load
@@ -375,15 +465,58 @@ def _similarity(ranking: Ranking, layers: list[str]) -> float:
     return float(scores[layers[-1]] - max(scores[k] for k in early))
 
 
-def _fold_score(est: Repurposer, features: dict[str, np.ndarray], layers: tuple[str, ...],
-                y: np.ndarray, train: np.ndarray, val: np.ndarray) -> float:
+def _one_se_winner(rows: list[LeaderboardRow]) -> LeaderboardRow:
+    """The simplest recipe scoring within one standard error of the best (Hastie et al.,
+    The Elements of Statistical Learning, 7.10): with few examples per class the scores
+    of most recipes differ by less than their noise, and the simpler one generalises more
+    reliably. Among equally simple recipes the plan's order (better-ranked layers, single
+    layers before their concatenation) decides."""
+    scored = [r for r in rows if r.cv_score is not None]
+    top = max(scored, key=lambda r: cast(float, r.cv_score))
+    floor = cast(float, top.cv_score) - (top.cv_se or 0.0)
+    close = [r for r in scored if cast(float, r.cv_score) >= floor - 1e-12]
+    return min(close, key=lambda r: SIMPLICITY.index(r.recipe))
+
+
+def _row(recipe: str, layers: tuple[str, ...], fold_scores: list[float], correct: np.ndarray,
+         seconds: float, status: str, how: str) -> LeaderboardRow:
+    """``correct``: each scored example's accuracy (averaged over its repeats)."""
+    acc = float(np.mean(correct))
+    se = float(np.sqrt(acc * (1 - acc) / len(correct)))  # binomial, over distinct examples
+    return LeaderboardRow(recipe, layers, acc, float(np.std(fold_scores)), seconds, status,
+                          se, how)
+
+
+def _has_exact_loo(est: Repurposer, n: int) -> bool:
+    from repurpose.repurposers._gp import GPRepurposer
+
+    return isinstance(est, GPRepurposer) and n <= est.exact_threshold \
+        and est.temperature == "loo"
+
+
+def _loo_correct(est: Repurposer, features: dict[str, np.ndarray], layers: tuple[str, ...],
+                 y: np.ndarray, classes: np.ndarray) -> tuple[Repurposer, np.ndarray]:
+    """The GP fitted on all the data (on the user's labels ``classes[y]``, so that it can
+    serve as ``best_``) and whether each example's exact leave-one-out prediction is right:
+    one fit instead of one per fold."""
+    from repurpose.repurposers._gp import GPRepurposer
+
+    model = cast(GPRepurposer, clone(est))
+    sub = {k: features[k] for k in layers}
+    model.fit_features(sub, classes[y])
+    # every class is present, so the model's label codes are y and its columns are codes
+    proba = model._loo_proba_features(sub, y)
+    return model, (np.argmax(proba, axis=1) == y).astype(float)
+
+
+def _fold_correct(est: Repurposer, features: dict[str, np.ndarray], layers: tuple[str, ...],
+                  y: np.ndarray, train: np.ndarray, val: np.ndarray) -> np.ndarray:
     model = cast(MetaModelRepurposer, clone(est))
     model.fit_features({k: features[k][train] for k in layers}, y[train])
-    pred = model.predict_features({k: features[k][val] for k in layers})
-    return float(np.mean(pred == y[val]))
+    return (model.predict_features({k: features[k][val] for k in layers}) == y[val]).astype(float)
 
 
-def _fold_score_network(est: Repurposer, X: Any, y: np.ndarray, train: np.ndarray,
-                        val: np.ndarray) -> float:
+def _fold_correct_network(est: Repurposer, X: Any, y: np.ndarray, train: np.ndarray,
+                          val: np.ndarray) -> np.ndarray:
     model = clone(est).fit(X[train], y[train])
-    return float(np.mean(model.predict(X[val]) == y[val]))
+    return np.asarray(model.predict(X[val]) == y[val], dtype=float)

@@ -213,6 +213,22 @@ class GPRepurposer(UncertaintyMixin, MetaModelRepurposer):
         xt = torch.as_tensor(x, dtype=torch.float64, device=torch.device(self.device))
         return gpm.loo_temperature(self.model_, xt, y, float(self.alpha_epsilon), 64)
 
+    def _loo_proba_features(self, features: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+        """Closed-form leave-one-out class probabilities ``(n, C)`` of the training data.
+
+        ``features`` and ``y`` (label codes) must be what the model was fitted on; exact
+        inference only. The hyperparameters, temperature and variance scale are those of the
+        full fit (the usual GP practice: Rasmussen and Williams 2006, section 5.4.2).
+        """
+        if not self.exact_:
+            raise ValueError("leave-one-out needs exact inference; this fit used SVGP "
+                             f"({self.n_inducing_} inducing points; raise exact_threshold)")
+        x = torch.as_tensor(self._combine(features), dtype=torch.float64,
+                            device=torch.device(self.device))
+        mu, sd = gpm.loo_latent(self.model_, x, y, float(self.alpha_epsilon))
+        return gpm.softmax_expectation(mu, sd * self.variance_scale_ ** 0.5, self.n_samples,
+                                       self.temperature_)
+
     # ----- prediction --------------------------------------------------------------------
     def _sample_proba(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         param = next(self.model_.parameters())

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "DirichletSVGP", "build_kernel", "dirichlet_targets", "fit_exact", "fit_svgp",
-    "loo_temperature",
+    "loo_latent", "loo_temperature", "softmax_draws", "softmax_expectation",
 ]
 
 KERNELS = ("rbf", "matern52")
@@ -332,6 +332,27 @@ def _normal_draws(n_classes: int, n_samples: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def loo_latent(
+    model: DirichletSVGP, x: torch.Tensor, y: np.ndarray, alpha_epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out mean and standard deviation of the latent values, each ``(C, n)``.
+
+    The exact GP's closed form (Rasmussen and Williams 2006, section 5.4.2): for class ``c``
+    with ``A_c = K + diag(noise_c)``, the mean is ``t_i - [A_c^-1 r_c]_i / [A_c^-1]_ii`` and
+    the variance ``1 / [A_c^-1]_ii - noise_ci``, with the hyperparameters of the full fit.
+    """
+    n_classes = model.variational_strategy._variational_distribution.batch_shape[0]
+    targets, noise = dirichlet_targets(y, n_classes, alpha_epsilon)
+    targets, noise = targets.to(x), noise.to(x)
+    k = model.covar_module(x).to_dense()
+    a_inv = torch.cholesky_inverse(torch.linalg.cholesky(k.unsqueeze(0) + torch.diag_embed(noise)))
+    resid = targets - model.mean_module.constant.to(x)
+    diag = torch.diagonal(a_inv, dim1=-2, dim2=-1)
+    mu = targets - (a_inv @ resid.unsqueeze(-1)).squeeze(-1) / diag
+    return mu, (1.0 / diag - noise).clamp_min(1e-10).sqrt()
+
+
+@torch.no_grad()
 def loo_temperature(
     model: DirichletSVGP,
     x: torch.Tensor,
@@ -350,23 +371,14 @@ def loo_temperature(
     and ``E[softmax]`` too flat: a temperature ``T < 1`` sharpens the mean and a variance
     scale ``s < 1`` narrows the spread. ``(1, 1)`` is kept unless another pair does better.
     """
-    n_classes = model.variational_strategy._variational_distribution.batch_shape[0]
-    targets, noise = dirichlet_targets(y, n_classes, alpha_epsilon)
-    targets, noise = targets.to(x), noise.to(x)
-    k = model.covar_module(x).to_dense()
-    a_inv = torch.cholesky_inverse(torch.linalg.cholesky(k.unsqueeze(0) + torch.diag_embed(noise)))
-    resid = targets - model.mean_module.constant.to(x)
-    diag = torch.diagonal(a_inv, dim1=-2, dim2=-1)
-    mu = targets - (a_inv @ resid.unsqueeze(-1)).squeeze(-1) / diag
-    sd = (1.0 / diag - noise).clamp_min(1e-10).sqrt()
-    eps = _normal_draws(n_classes, n_samples).to(x)
+    mu, sd = loo_latent(model, x, y, alpha_epsilon)
+    eps = _normal_draws(mu.shape[0], n_samples).to(x)
     rows = torch.arange(len(y), device=x.device)
     labels = torch.as_tensor(y, device=x.device)
     best, best_loss = (1.0, 1.0), float("inf")
     for s in (1.0, *variance_scales):
-        f = mu.unsqueeze(0) + (s ** 0.5) * sd.unsqueeze(0) * eps
         for t in (1.0, *temperatures):
-            p = torch.softmax(f / t, dim=1).mean(0)[labels, rows]
+            p = softmax_draws(mu, (s ** 0.5) * sd, eps, t).mean(0)[labels, rows]
             loss = float(-p.clamp_min(1e-12).log().mean())
             if loss < best_loss - 1e-9:
                 best, best_loss = (float(t), float(s)), loss
@@ -393,9 +405,22 @@ def predict_latent_proba(
     for start in range(0, x.shape[0], batch_size):
         mu, var = model.latent(x[start : start + batch_size])
         sd = (variance_scale * var.double()).sqrt()
-        f = mu.double().unsqueeze(0) + sd.unsqueeze(0) * eps.to(mu.device)
-        p = torch.softmax(f / temperature, dim=1)
+        p = softmax_draws(mu.double(), sd, eps.to(mu.device), temperature)
         probs.append(p.mean(0).T)
         stds.append(p.std(0).T)
     proba = torch.cat(probs).cpu().numpy()
     return proba / proba.sum(1, keepdims=True), torch.cat(stds).cpu().numpy()
+
+
+def softmax_draws(mu: torch.Tensor, sd: torch.Tensor, eps: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+    """``softmax((mu + sd eps) / T)`` per draw: ``(n_samples, C, n)`` from ``(C, n)``."""
+    return torch.softmax((mu.unsqueeze(0) + sd.unsqueeze(0) * eps) / temperature, dim=1)
+
+
+@torch.no_grad()
+def softmax_expectation(mu: torch.Tensor, sd: torch.Tensor, n_samples: int,
+                        temperature: float = 1.0) -> np.ndarray:
+    """Quasi-Monte-Carlo ``E[softmax(f / T)]``, ``f ~ N(mu, sd^2)``, as ``(n, C)``."""
+    eps = _normal_draws(mu.shape[0], n_samples).to(mu)
+    return softmax_draws(mu, sd, eps, temperature).mean(0).T.cpu().numpy()

@@ -148,3 +148,40 @@ def test_a_bad_temperature_is_named(data):
     (train, y), _ = data
     with pytest.raises(ValueError, match=r"temperature=-1.0; expected a number in \(0, inf\)"):
         rp.GPRepurposer(temperature=-1.0, progress=False).fit_features(train, y)
+
+
+def test_closed_form_leave_one_out_matches_refitting_without_each_point(exact_gp, data):
+    """The latent LOO mean and sd agree with the exact posterior computed n times from the
+    other n - 1 points (same hyperparameters), to 1e-6."""
+    import torch
+
+    from repurpose.repurposers import _gp_models as gpm
+
+    (train, y), _ = data
+    model = exact_gp.model_
+    x = torch.as_tensor(exact_gp._combine(train), dtype=torch.float64)
+    mu, sd = gpm.loo_latent(model, x, y, exact_gp.alpha_epsilon)
+    targets, noise = gpm.dirichlet_targets(y, exact_gp.n_classes_, exact_gp.alpha_epsilon)
+    with torch.no_grad():
+        k = model.covar_module(x).to_dense()
+        mean = float(model.mean_module.constant)
+    for i in (0, 17, len(y) - 1):
+        rest = np.flatnonzero(np.arange(len(y)) != i)
+        for c in range(exact_gp.n_classes_):
+            a = k[rest][:, rest] + torch.diag(noise[c, rest].double())
+            w = torch.linalg.solve(a, k[rest, i])
+            want_mu = mean + w @ (targets[c, rest].double() - mean)
+            want_var = k[i, i] - k[i, rest] @ w
+            assert float(mu[c, i]) == pytest.approx(float(want_mu), abs=1e-6)
+            assert float(sd[c, i]) ** 2 == pytest.approx(float(want_var), abs=1e-6)
+    proba = exact_gp._loo_proba_features(train, y)
+    assert proba.shape == (len(y), exact_gp.n_classes_)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
+
+
+def test_leave_one_out_needs_exact_inference(data):
+    (train, y), _ = data
+    svgp = rp.GPRepurposer(exact_threshold=10, n_inducing=8, n_epochs=1, progress=False,
+                           random_state=0).fit_features(train, y)
+    with pytest.raises(ValueError, match="leave-one-out needs exact inference.*exact_threshold"):
+        svgp._loo_proba_features(train, y)
