@@ -7,6 +7,9 @@ it was requested), and, for inference (eval mode, gradients off), also
 * folds BatchNorm and a following Caffe Scale / Bias into the preceding convolution or
   InnerProduct (or, without one, into a single per-channel multiply-add),
 * fuses a following ReLU / LeakyReLU into that step (oneDNN's conv+ReLU on CPU),
+* keeps CPU convolution weights channels-last, so oneDNN computes and returns NHWC
+  activations without a reorder per layer (in a net whose ``layout`` is contiguous,
+  requested values and layers not known to accept any layout get dense copies),
 * overwrites a value in place (ReLU, per-channel affine, two-input sum) when no one else
   can see it: one reader, not requested, not a feed, made by a layer that returns new
   memory, and no other live value shares its storage.
