@@ -17,7 +17,7 @@ accuracy and ECE against K.
 
 Usage::
 
-    python benchmarks/bench_transfer.py --quick                 # smoke run, about a minute
+    python benchmarks/bench_transfer.py --quick                 # smoke: one recipe per code path
     python benchmarks/bench_transfer.py --out docs/data/transfer.json --figure docs/img/transfer.png
     python benchmarks/bench_transfer.py --only features         # no fine-tuning
     python benchmarks/bench_transfer.py --only finetune
@@ -57,6 +57,10 @@ PROBE = [f"fire{i}/concat" for i in range(2, 10)] + ["pool_final"]
 PAIR = ["fire8/concat", "fire9/concat"]  # the two equal-width top layers (as fc6/fc7)
 SHORT = {"fire7/concat": "fire7", "fire8/concat": "fire8", "fire9/concat": "fire9",
          "pool_final": "pool_final"}
+# a smoke run fits one recipe of each code path, not the whole grid
+QUICK_RECIPES = ("lr fire9", "svm fire9", "gp fire9", "bnn fire9", "lr concat",
+                 "lr average fire8+9", "ensemble lr", "head2toe", "gated paper fire8+9",
+                 "gated lowrank 4 layers", "head2toe cv", "gated paper fire8+9 cv")
 
 
 # ----- data --------------------------------------------------------------------------------
@@ -441,6 +445,9 @@ def main() -> None:
                 f_train = extract(handler, train, cache, "train")
                 f_test = extract(handler, test, cache, "val")
         recipes = feature_recipes(args.quick) + cv_recipes(args.quick)
+        if args.quick:
+            assert set(QUICK_RECIPES) <= {r.name for r in recipes}, "QUICK_RECIPES is stale"
+            recipes = [r for r in recipes if r.name in QUICK_RECIPES]
         if args.recipes is not None:
             wanted = set(args.recipes.split(","))
             recipes = [r for r in recipes if r.name in wanted or r.family in wanted]
