@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from repurpose.graph._graph import Node
 
 __all__ = ["Affine", "ConvSpec", "affine_of", "compose", "activation", "fc_call",
-           "affine_call", "conv_spec", "merge_convs", "dense"]
+           "affine_call", "conv_spec", "merge_convs"]
 
 Affine = tuple[torch.Tensor, torch.Tensor]  # per-channel (scale, shift), float64
 StepCall = Callable[[list[Any], list[bool]], Any]
@@ -152,28 +152,8 @@ class ConvSpec:
 
 def conv_spec(m: nn.Conv2d, affine: Affine | None, act: nn.Module | None) -> ConvSpec:
     weight, bias = _folded(m.weight, m.bias, affine)
-    return ConvSpec(_cpu_layout(weight), bias, tuple(m.stride), m.padding, tuple(m.dilation),
-                    m.groups, act)
-
-
-def _cpu_layout(weight: torch.Tensor) -> torch.Tensor:
-    """A CPU 2-D convolution weight in channels-last layout (a copy; others unchanged).
-
-    oneDNN then computes in, and returns, channels-last activations (NHWC), so a chain of
-    such convolutions and the pooling between them run without a reorder per layer; the
-    plan hands other layers dense (contiguous) values, see :func:`dense`.
-    """
-    if weight.device.type != "cpu" or weight.dim() != 4:
-        return weight
-    return weight.clone(memory_format=torch.channels_last)
-
-
-def dense(x: Any) -> Any:
-    """``x`` in the default contiguous layout if it is a channels-last 4-D tensor."""
-    if isinstance(x, torch.Tensor) and x.dim() == 4 and not x.is_contiguous() and \
-            x.is_contiguous(memory_format=torch.channels_last):
-        return x.contiguous()
-    return x
+    return ConvSpec(weight, bias, tuple(m.stride), m.padding, tuple(m.dilation), m.groups,
+                    act)
 
 
 def merge_convs(specs: Sequence[ConvSpec]) -> ConvSpec | None:
@@ -212,4 +192,4 @@ def merge_convs(specs: Sequence[ConvSpec]) -> ConvSpec | None:
     else:
         bias = torch.cat([s.weight.new_zeros(s.weight.shape[0]) if s.bias is None else s.bias
                           for s in specs])
-    return ConvSpec(_cpu_layout(weight), bias, first.stride, tuple(pad), (1, 1), 1, first.act)
+    return ConvSpec(weight, bias, first.stride, tuple(pad), (1, 1), 1, first.act)

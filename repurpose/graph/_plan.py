@@ -7,9 +7,6 @@ it was requested), and, for inference (eval mode, gradients off), also
 * folds BatchNorm and a following Caffe Scale / Bias into the preceding convolution or
   InnerProduct (or, without one, into a single per-channel multiply-add),
 * fuses a following ReLU / LeakyReLU into that step (oneDNN's conv+ReLU on CPU),
-* keeps CPU convolution weights channels-last, so oneDNN computes and returns NHWC
-  activations without a reorder per layer (in a net whose ``layout`` is contiguous,
-  requested values and layers not known to accept any layout get dense copies),
 * overwrites a value in place (ReLU, per-channel affine, two-input sum) when no one else
   can see it: one reader, not requested, not a feed, made by a layer that returns new
   memory, and no other live value shares its storage.
@@ -39,7 +36,6 @@ from repurpose.graph._fuse import (
     affine_of,
     compose,
     conv_spec,
-    dense,
     fc_call,
     merge_convs,
 )
@@ -60,14 +56,6 @@ _FRESH_OPS = frozenset({
     "tanh", "elu", "softmax", "log_softmax",
 })
 _FRESH_VARIADIC = frozenset({"concat", "add", "mul", "max"})
-# Ops whose registered module computes the same values from a channels-last input as
-# from a contiguous one (no ``view`` or layout-dependent code); every other layer of a
-# fused plan is handed dense values.
-_ANY_LAYOUT_OPS = frozenset({
-    "conv2d", "caffe.conv2d_shared", "linear", "batch_norm", "caffe.scale", "caffe.bias",
-    "caffe.pool", "caffe.split", "relu", "sigmoid", "tanh", "elu", "dropout", "identity",
-    "concat", "add", "mul", "max",
-})
 
 
 @dataclass
@@ -86,7 +74,6 @@ class Step:
     overwrites: bool = False
     kind: str = "layer"
     conv: ConvSpec | None = None
-    any_layout: bool = True
 
     def describe(self) -> str:
         return f"{self.kind}: {' + '.join(self.layers)}"
@@ -108,10 +95,6 @@ class Plan:
         The number of values held after each step of the last call.
     overwrites : int
         How many steps of the last call were allowed to overwrite an input.
-    dense : bool
-        Whether requested values, and the inputs of layers not known to accept any memory
-        layout, are given in the default (contiguous) layout. True for fused plans of nets
-        whose ``layout`` is ``"contiguous"``: their convolutions compute channels-last.
     """
 
     steps: list[Step]
@@ -124,7 +107,6 @@ class Plan:
     peak_live: int = 0
     live_counts: list[int] = field(default_factory=list)
     overwrites: int = 0
-    dense: bool = False
 
     def describe(self) -> list[str]:
         """One line per step: the layers each step runs (fused chains joined by ``+``)."""
@@ -142,8 +124,6 @@ class Plan:
         counts, overwrites = [], 0
         for step, drop in zip(self.steps, self.release):
             args = [values[v] for v in step.inputs]
-            if self.dense and not step.any_layout:
-                args = [dense(a) for a in args]
             writable = [False] * len(args)
             if self.fused and step.overwrites:
                 writable = [_may_overwrite(v, a, fresh, drop, values, results)
@@ -157,7 +137,7 @@ class Plan:
             outs = (out,) if len(step.outputs) == 1 else tuple(out)
             for v, o in zip(step.outputs, outs):
                 if v in wanted:
-                    results[v] = _capture(capture, v, dense(o) if self.dense else o)
+                    results[v] = _capture(capture, v, o)
                 if v in self.keep:
                     values[v] = o
                     if step.fresh:
@@ -233,21 +213,11 @@ def _fresh(node: Node, m: nn.Module) -> bool:
     return node.op in _FRESH_OPS
 
 
-def _any_layout(node: Node, m: nn.Module) -> bool:
-    """Whether layer ``m`` may be handed channels-last values (see :data:`_ANY_LAYOUT_OPS`)."""
-    if _hooked(m):
-        return False  # a hook may assume the default layout
-    if node.op == "torch.nn":
-        return type(m).__module__.startswith("torch.nn.")  # torch's own layers
-    return node.op in _ANY_LAYOUT_OPS and _built_by(node, m)
-
-
 def _plain(node: Node, m: nn.Module, fresh: bool) -> Step:
     def call(args: list[Any], _w: list[bool]) -> Any:
         return m(*args)
 
-    return Step((node.name,), node.inputs, node.outputs, call, fresh,
-                any_layout=_any_layout(node, m))
+    return Step((node.name,), node.inputs, node.outputs, call, fresh)
 
 
 class _Builder:
@@ -390,8 +360,7 @@ def _in_place_variant(node: Node, m: nn.Module, step: Step) -> Step:
         def relu(args: list[Any], writable: list[bool]) -> Any:
             return act(args[0]) if writable[0] else m(args[0])
 
-        return Step(step.layers, step.inputs, step.outputs, relu, step.fresh, True,
-                    any_layout=step.any_layout)
+        return Step(step.layers, step.inputs, step.outputs, relu, step.fresh, True)
     if node.op == "add" and _built_by(node, m) and len(node.inputs) == 2 and \
             getattr(m, "coeffs", None) is None:
 
@@ -404,8 +373,7 @@ def _in_place_variant(node: Node, m: nn.Module, step: Step) -> Step:
                     return b.add_(a)
             return m(a, b)
 
-        return Step(step.layers, step.inputs, step.outputs, add, step.fresh, True,
-                    any_layout=step.any_layout)
+        return Step(step.layers, step.inputs, step.outputs, add, step.fresh, True)
     return step
 
 
@@ -419,7 +387,7 @@ def _signature(net: GraphNet, names: Sequence[str],
         state = tuple((id(m), m.training, _hooked(m)) for m in mods if m is not None)
         tensors = tuple((t.data_ptr(), t._version, t.device) for n in folded
                         for t in _tensors(net.get_submodule(n)))
-        return (len(net.nodes), net.layout, _global_hooks(), state, tensors)
+        return (len(net.nodes), _global_hooks(), state, tensors)
 
     return signature
 
@@ -458,6 +426,5 @@ def _build(net: GraphNet, wanted: tuple[str, ...], fuse: bool) -> Plan:
     names = [builder.names[i] for i in builder.order]
     signature = _signature(net, names, builder.folded)
     plan = Plan(steps, wanted, builder.fuse, [tuple(r) for r in release], keep, signature)
-    plan.dense = builder.fuse and net.layout != "channels_last"
     plan.key = signature()
     return plan

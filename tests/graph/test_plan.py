@@ -13,17 +13,8 @@ from hypothesis import strategies as st
 
 import repurpose.caffe  # noqa: F401  (registers caffe.* ops)
 from repurpose import ModelHandler
-from repurpose.graph import GraphNet, Node, list_ops, register_op
+from repurpose.graph import GraphNet, Node
 from repurpose.graph._fuse import ConvSpec, merge_convs
-
-if "test.view_flatten" not in list_ops():
-
-    @register_op("test.view_flatten")
-    class ViewFlatten(torch.nn.Module):
-        """A layer written for the default layout: ``view`` fails on channels-last input."""
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x.view(x.shape[0], -1)
 
 
 def conv(name: str, src: str, dst: str, cin: int, cout: int, k: int = 3, pad: int = 1,
@@ -115,34 +106,6 @@ def test_fused_plan_folds_bn_scale_and_relu(layout: str) -> None:
     assert len(steps) == 7  # 18 layers
     assert net.plan(["out"]).overwrites == 3  # the sum into c3's output, its ReLU, bn4
     assert net.plan(["out"], fused=False).describe()[:2] == ["layer: c1", "layer: bn1"]
-
-
-def test_cpu_convolutions_compute_channels_last_inside_a_contiguous_net() -> None:
-    nodes = [
-        conv("c1", "data", "c1", 3, 8), relu("r1", "c1", "r1"),
-        Node("pool", "caffe.pool", ("r1",), ("pool",), {"kernel": [2, 2], "stride": [2, 2]}),
-        conv("c2", "pool", "c2", 8, 4, k=1, pad=0),
-        Node("flat", "test.view_flatten", ("c2",), ("flat",)),
-    ]
-    net = _randomise(GraphNet(nodes, ["data"], ["flat"], {"data": [1, 3, 8, 8]}))
-    x = torch.randn(2, 3, 8, 8)
-    fused, plain = both(net, x, ["pool", "c2", "flat"])
-    assert_close(fused, plain)
-    plan = net.plan(["pool", "c2", "flat"])
-    assert plan.dense
-    assert all(s.conv.weight.is_contiguous(memory_format=torch.channels_last)
-               for s in plan.steps if s.conv is not None)
-    assert all(v.is_contiguous() for v in fused.values())  # requested values: default layout
-    assert net.c1.weight.is_contiguous()  # the net's own parameters are untouched
-
-
-def test_channels_last_nets_keep_their_layout_in_fused_plans() -> None:
-    net = fire()
-    net.layout = "channels_last"
-    fused, plain = both(net, torch.randn(2, 4, 7, 7), ["fire", "pool"])
-    assert_close(fused, plain)
-    assert not net.plan(["fire", "pool"]).dense
-    assert all(v.is_contiguous(memory_format=torch.channels_last) for v in fused.values())
 
 
 def test_requested_values_are_never_fused_away() -> None:
