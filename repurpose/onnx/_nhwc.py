@@ -120,11 +120,48 @@ def nhwc_values(model: onnx.ModelProto, input_is_nchw: bool) -> set[str]:
         if input_is_nchw:  # the importer drops the transpose: its output is its input
             layout[entry.transpose.output[0]] = "NCHW"
     ranks = _constant_ranks(model)
+    for value in _nhwc_by_use(model, ranks):
+        layout.setdefault(value, "NHWC")
     for node in model.graph.node:
         found = _node_layout(node, layout, ranks)
         if found is not None and node.output and node.output[0] not in layout:
             layout[node.output[0]] = found
     return {v for v, lay in layout.items() if lay == "NHWC"}
+
+
+def _nhwc_by_use(model: onnx.ModelProto, ranks: dict[str, int]) -> list[str]:
+    """The inputs of ``Transpose(perm=[0, 3, 1, 2])`` nodes that feed a convolution (or
+    another op that reads NCHW), and the values they are computed from elementwise."""
+    from onnx import helper
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.op_type)
+    found = []
+    for node in model.graph.node:
+        perm = [list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"]
+        if node.op_type != "Transpose" or perm != [NCHW_PERM]:
+            continue
+        if not set(readers.get(node.output[0], [])) & _NCHW_OPS:
+            continue
+        value: str | None = node.input[0]
+        while value is not None and value not in found:
+            found.append(value)
+            value = _data_input(producer.get(value), ranks)
+    return found
+
+
+def _data_input(node: onnx.NodeProto | None, ranks: dict[str, int]) -> str | None:
+    """The one computed input of an elementwise ``node``, else None."""
+    if node is None or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return None
+    if node.op_type not in _KEEP | _ELEMENTWISE:
+        return None
+    data = [n for n in node.input if n and n not in ranks]
+    small = all(ranks[n] <= 4 for n in node.input if n in ranks)
+    return data[0] if len(data) == 1 and small else None
 
 
 def _input_name(model: onnx.ModelProto) -> str:
