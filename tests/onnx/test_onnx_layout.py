@@ -134,3 +134,19 @@ def test_graph_files_without_the_mark_load_and_bad_marks_are_named() -> None:
     with pytest.raises(rp.ModelFormatError, match=r"nhwc_values names values no layer or "
                                                    r"input has: \['nowhere:0'\]"):
         GraphNet.from_config(config)
+
+
+def test_input_rescaled_per_channel_stays_nhwc_and_is_marked() -> None:
+    """A per-channel Rescaling keeps the input NHWC (see test_onnx_keras); the transpose
+    that feeds the Conv shows the input and the values computed from it are NHWC."""
+    w = GraphWriter(13)
+    inp = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 6, 5, 3])
+    t = w.node("Mul", ["image", w.weight("scale", 3)], "rescale/mul:0")
+    t = w.node("Add", [t, w.const("one", np.array(1.0, np.float32))], "rescale/add:0")
+    t = w.node("Transpose", [t], "to_nchw:0", perm=[0, 3, 1, 2])
+    model = w.model([inp], [w.node("Conv", [t, w.weight("k", 2, 3, 1, 1)], "conv:0")], rank=4)
+    handler = rp.ModelHandler(load_net(model))
+    values = ["rescale/mul:0", "rescale/add:0"]
+    assert handler.module.nhwc_values == {"image", *values}
+    x = _images((6, 5, 3), 1.0)
+    _check_pooled(handler, model, x, x, values)
