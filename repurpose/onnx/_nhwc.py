@@ -39,8 +39,6 @@ class NHWCEntry:
 def nhwc_entry(model: onnx.ModelProto) -> NHWCEntry | None:
     """The ``Transpose(perm=[0, 3, 1, 2])`` that the only (4-D) input reaches through at
     most a chain of elementwise ops with scalar operands, each value read once; or None."""
-    from onnx import helper
-
     scalars = _scalar_constants(model)
     inits = {i.name for i in model.graph.initializer}
     inputs = [v for v in model.graph.input if v.name not in inits]
@@ -54,9 +52,7 @@ def nhwc_entry(model: onnx.ModelProto) -> NHWCEntry | None:
             return None
         node = readers[0]
         if node.op_type == "Transpose":
-            perm = [helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"]
-            ok = bool(perm) and list(perm[0]) == NCHW_PERM
-            return NHWCEntry(node, tuple(chain)) if ok else None
+            return NHWCEntry(node, tuple(chain)) if _perm(node) == NCHW_PERM else None
         if not _layout_free(node, value, scalars):
             return None
         value = node.output[0]
@@ -108,9 +104,11 @@ def nhwc_values(model: onnx.ModelProto, input_is_nchw: bool) -> set[str]:
 
     A value is NCHW when a convolution, pooling or batch norm computes it, or when a
     ``Transpose(perm=[0, 3, 1, 2])`` of an NHWC value does; it is NHWC when a
-    ``Transpose(perm=[0, 2, 3, 1])`` of an NCHW value computes it, or (``input_is_nchw``
-    false) when it is the NHWC input of :func:`nhwc_entry` or its chain. Elementwise ops
-    keep the layout of their operands; every other op ends it (unknown: not listed).
+    ``Transpose(perm=[0, 2, 3, 1])`` of an NCHW value computes it, when a
+    ``Transpose(perm=[0, 3, 1, 2])`` in front of a convolution reads it (or a value it
+    is computed from elementwise), or (``input_is_nchw`` false) when it is the NHWC input
+    of :func:`nhwc_entry` or its chain. Elementwise ops keep the layout of their operands;
+    every other op ends it (unknown: not listed).
     """
     layout: dict[str, str] = {}
     entry = nhwc_entry(model)
@@ -132,8 +130,6 @@ def nhwc_values(model: onnx.ModelProto, input_is_nchw: bool) -> set[str]:
 def _nhwc_by_use(model: onnx.ModelProto, ranks: dict[str, int]) -> list[str]:
     """The inputs of ``Transpose(perm=[0, 3, 1, 2])`` nodes that feed a convolution (or
     another op that reads NCHW), and the values they are computed from elementwise."""
-    from onnx import helper
-
     producer = {o: n for n in model.graph.node for o in n.output}
     readers: dict[str, list[str]] = {}
     for node in model.graph.node:
@@ -141,27 +137,39 @@ def _nhwc_by_use(model: onnx.ModelProto, ranks: dict[str, int]) -> list[str]:
             readers.setdefault(name, []).append(node.op_type)
     found = []
     for node in model.graph.node:
-        perm = [list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"]
-        if node.op_type != "Transpose" or perm != [NCHW_PERM]:
+        if node.op_type != "Transpose" or _perm(node) != NCHW_PERM:
             continue
         if not set(readers.get(node.output[0], [])) & _NCHW_OPS:
             continue
         value: str | None = node.input[0]
         while value is not None and value not in found:
             found.append(value)
-            value = _data_input(producer.get(value), ranks)
+            node_before = producer.get(value)
+            data = None if node_before is None else _computed_operands(node_before, ranks)
+            value = data[0] if data is not None and len(data) == 1 else None
     return found
 
 
-def _data_input(node: onnx.NodeProto | None, ranks: dict[str, int]) -> str | None:
-    """The one computed input of an elementwise ``node``, else None."""
-    if node is None or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+def _computed_operands(node: onnx.NodeProto, ranks: dict[str, int]) -> list[str] | None:
+    """The non-constant inputs of an elementwise ``node`` whose output has their axes
+    (the other inputs are constants of rank <= 4, so broadcasting keeps the axes); None
+    for any other node."""
+    if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or not node.input:
         return None
-    if node.op_type not in _KEEP | _ELEMENTWISE:
-        return None
-    data = [n for n in node.input if n and n not in ranks]
-    small = all(ranks[n] <= 4 for n in node.input if n in ranks)
-    return data[0] if len(data) == 1 and small else None
+    if node.op_type in _KEEP:
+        rest_const = all(n in ranks for n in node.input[1:] if n)
+        return [node.input[0]] if rest_const else None
+    if node.op_type in _ELEMENTWISE:
+        small = all(ranks[n] <= 4 for n in node.input if n in ranks)
+        return [n for n in node.input if n and n not in ranks] if small else None
+    return None
+
+
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    from onnx import helper
+
+    perm = [list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"]
+    return perm[0] if perm else None
 
 
 def _input_name(model: onnx.ModelProto) -> str:
@@ -171,28 +179,19 @@ def _input_name(model: onnx.ModelProto) -> str:
 
 def _node_layout(node: onnx.NodeProto, layout: dict[str, str], ranks: dict[str, int]
                  ) -> str | None:
-    from onnx import helper
-
+    """The layout of ``node``'s output from those of its inputs; None when unknown."""
     if node.domain not in ("", "ai.onnx") or not node.input:
         return None
-    op, first = node.op_type, layout.get(node.input[0])
-    if op in _NCHW_OPS:
+    if node.op_type in _NCHW_OPS:
         return "NCHW"
-    if op == "Transpose":
-        perm = [list(helper.get_attribute_value(a)) for a in node.attribute if a.name == "perm"]
-        if perm == [NHWC_PERM] and first == "NCHW":
+    if node.op_type == "Transpose":
+        first, perm = layout.get(node.input[0]), _perm(node)
+        if perm == NHWC_PERM and first == "NCHW":
             return "NHWC"
-        return "NCHW" if perm == [NCHW_PERM] and first == "NHWC" else None
-    if len(node.output) != 1:
-        return None
-    if op in _KEEP:
-        rest_const = all(n in ranks for n in node.input[1:] if n)
-        return first if rest_const else None
-    if op in _ELEMENTWISE:
-        found = {layout.get(n) for n in node.input if n and n not in ranks}
-        small = all(ranks[n] <= 4 for n in node.input if n in ranks)
-        return found.pop() if len(found) == 1 and small else None
-    return None
+        return "NCHW" if perm == NCHW_PERM and first == "NHWC" else None
+    data = _computed_operands(node, ranks)
+    found = {layout.get(n) for n in data or ()}
+    return found.pop() if len(found) == 1 else None
 
 
 def _constant_ranks(model: onnx.ModelProto) -> dict[str, int]:
