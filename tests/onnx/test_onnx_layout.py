@@ -150,3 +150,19 @@ def test_input_rescaled_per_channel_stays_nhwc_and_is_marked() -> None:
     assert handler.module.nhwc_values == {"image", *values}
     x = _images((6, 5, 3), 1.0)
     _check_pooled(handler, model, x, x, values)
+
+
+def test_repurposer_on_an_nhwc_layer_fits_and_exports_pooling_over_h_and_w(tmp_path) -> None:
+    handler = rp.ModelHandler(load_net(_written_model()))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(24, 3, 6, 5)).astype(np.float32)
+    y = np.arange(24) % 2
+    x[y == 1] += 3.0
+    rep = rp.LogisticRegressionRepurposer(handler, ["add:0"], progress=False).fit(x, y)
+    assert rep.feature_dims_ == {"add:0": 4}  # one feature per channel, not per row
+    assert rep.score(x, y) > 0.8
+    session = ort.InferenceSession(str(rep.export_onnx(tmp_path / "lr.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    np.testing.assert_allclose(session.run(None, {feed: x})[0], rep.predict_proba(x),
+                               atol=1e-5)
