@@ -184,6 +184,10 @@ class GraphNet(nn.Module):
         Memory layout of 4-D inputs while the net runs. ``"channels_last"`` makes many
         convolutional nets markedly faster on CPU with the same results (the Caffe importer
         sets it: 2x on a ResNet-18-shaped net in ``bench_caffe.py``); it is saved with the graph.
+    nhwc_values : iterable of str, optional
+        Values (inputs or layer outputs) whose axes are (N, H, W, C) rather than (N, C, H,
+        W): an imported Keras model keeps some. Feature pooling reduces their axes 1 and 2.
+        Saved with the graph.
     """
 
     def __init__(
@@ -193,6 +197,7 @@ class GraphNet(nn.Module):
         outputs: Sequence[str],
         input_shapes: Mapping[str, Sequence[int]] | None = None,
         layout: str = "contiguous",
+        nhwc_values: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.layout: str = check_choice("layout", layout, LAYOUTS)
@@ -203,6 +208,7 @@ class GraphNet(nn.Module):
             k: [int(d) for d in v] for k, v in (input_shapes or {}).items()
         }
         self._producer = self._validate()
+        self.nhwc_values: frozenset[str] = self._known_values("nhwc_values", nhwc_values)
         for node in self.nodes:
             self.add_module(module_name(node.name), build_node(node))
         self._register_load_state_dict_pre_hook(_accept_dotted_keys, with_module=True)
@@ -231,6 +237,17 @@ class GraphNet(nn.Module):
         if unknown:
             raise ModelFormatError(f"graph outputs {unknown} are not produced by any layer")
         return producer
+
+    def _known_values(self, what: str, values: Iterable[str]) -> frozenset[str]:
+        found = frozenset(str(v) for v in values)
+        unknown = sorted(found - set(self._producer) - set(self.input_names))
+        if unknown:
+            raise ModelFormatError(f"{what} names values no layer or input has: {unknown[:5]}")
+        return found
+
+    def nhwc_within(self, values: Iterable[str]) -> frozenset[str]:
+        """The :attr:`nhwc_values` among ``values`` (to build a net from part of this one)."""
+        return self.nhwc_values & frozenset(values)
 
     @property
     def layer_names(self) -> list[str]:
@@ -337,7 +354,9 @@ class GraphNet(nn.Module):
         nodes = [self.nodes[i] for i in keep]
         inputs = [v for v in self.input_names if any(v in n.inputs for n in nodes)]
         shapes = {k: self.input_shapes[k] for k in inputs if k in self.input_shapes}
-        net = GraphNet(nodes, inputs, outputs, shapes, layout=self.layout)
+        values = {*inputs, *(v for n in nodes for v in n.outputs)}
+        net = GraphNet(nodes, inputs, outputs, shapes, layout=self.layout,
+                       nhwc_values=self.nhwc_within(values))
         net.load_state_dict(copy.deepcopy(self._subset_state(nodes)))
         return net
 
@@ -353,6 +372,7 @@ class GraphNet(nn.Module):
             "outputs": self.output_names,
             "input_shapes": self.input_shapes,
             "layout": self.layout,
+            **({"nhwc_values": sorted(self.nhwc_values)} if self.nhwc_values else {}),
             "nodes": [node.to_json() for node in self.nodes],
         }
 
@@ -363,7 +383,8 @@ class GraphNet(nn.Module):
         try:
             nodes = [Node.from_json(n) for n in config["nodes"]]
             return cls(nodes, config["inputs"], config["outputs"], config.get("input_shapes"),
-                       layout=config.get("layout", "contiguous"))
+                       layout=config.get("layout", "contiguous"),
+                       nhwc_values=config.get("nhwc_values", ()))
         except KeyError as err:
             raise ModelFormatError(f"graph document lacks the key {err}") from err
         except TypeError as err:

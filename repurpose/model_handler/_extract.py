@@ -78,7 +78,7 @@ class Runner:
 
         def reduce(value: str, x: torch.Tensor) -> Any:
             # pooled as soon as it is computed, so the executor can free the full blob
-            return pool(x, self.pooling, layer_of[value])
+            return pool(x, self.pooling, layer_of[value], nhwc=value in net.nhwc_values)
 
         def call(x: torch.Tensor) -> dict[str, Any]:
             out = net.run({feed: x}, values, capture=reduce)
@@ -191,8 +191,12 @@ def _detached(value: Any, output: Any) -> Any:
     return value
 
 
-def pool(value: Any, mode: str | None, layer: str) -> Any:
-    """Reduce a layer output to (B, D) per ``mode`` (``None`` keeps the shape)."""
+def pool(value: Any, mode: str | None, layer: str, nhwc: bool = False) -> Any:
+    """Reduce a layer output to (B, D) per ``mode`` (``None`` keeps the shape).
+
+    ``nhwc`` says a 4-D output's axes are (N, H, W, C) (see ``GraphNet.nhwc_values``): it is
+    reduced over H and W, and flattened in (C, H, W) order, as its NCHW twin would be.
+    """
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
         value = value[0]
     if not isinstance(value, torch.Tensor):
@@ -201,6 +205,8 @@ def pool(value: Any, mode: str | None, layer: str) -> Any:
         raise ValueError(f"layer {layer!r} outputs {type(value).__name__}, not a tensor")
     if mode is None or value.dim() <= 2:
         return value
+    if nhwc and value.dim() == 4:
+        value = value.permute(0, 3, 1, 2)
     if mode == "avg":
         return value.mean(dim=tuple(range(2, value.dim())))
     if mode == "max":

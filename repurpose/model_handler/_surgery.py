@@ -151,7 +151,8 @@ def _drop_bottom_graph(net: GraphNet, n: int) -> GraphNet:
     if len(last.outputs) != 1:
         raise SurgeryError(f"cannot use layer {last.name!r}'s outputs as the input: it has "
                            f"{len(last.outputs)} outputs")
-    new = GraphNet(kept, list(last.outputs), net.output_names, layout=net.layout)
+    new = GraphNet(kept, list(last.outputs), net.output_names, layout=net.layout,
+                   nhwc_values=net.nhwc_within(available))
     state = net._subset_state(kept)
     new.load_state_dict(copy.deepcopy(state))
     return new
@@ -252,10 +253,10 @@ def _add_graph(net: GraphNet, new: list[tuple[str, nn.Module]], top: bool) -> Gr
         value = out
     if top:
         result = GraphNet([*net.nodes, *nodes], net.input_names, [value], net.input_shapes,
-                          layout=net.layout)
+                          layout=net.layout, nhwc_values=net.nhwc_values)
     else:
         result = GraphNet([*nodes, *net.nodes], [nodes[0].inputs[0]], net.output_names,
-                          layout=net.layout)
+                          layout=net.layout, nhwc_values=net.nhwc_values)
     state = copy.deepcopy(net.state_dict())
     for (name, m) in new:
         prefix = module_name(name) + "."

@@ -27,7 +27,7 @@ from repurpose._exceptions import ModelFormatError, UnsupportedLayerError
 from repurpose._registry import ConverterRegistry
 from repurpose.graph import GraphNet, Node, build_op
 from repurpose.graph._graph import module_name
-from repurpose.onnx._nhwc import nhwc_entry
+from repurpose.onnx._nhwc import nhwc_entry, nhwc_values
 
 if TYPE_CHECKING:
     import onnx
@@ -458,7 +458,8 @@ def load_net(source: str | Path | bytes | onnx.ModelProto,
             f"{', '.join(list_supported_ops())} (plus any op computed from constants "
             "only, and If on a constant condition). Add a converter with "
             "repurpose.onnx.register_op.")
-    return _assemble(builder, [o.name for o in model.graph.output])
+    nhwc = nhwc_values(model, builder.dropped_transpose is not None)
+    return _assemble(builder, [o.name for o in model.graph.output], nhwc)
 
 
 def _convert_nodes(builder: _Builder, nodes: Sequence[onnx.NodeProto],
@@ -534,7 +535,7 @@ def _inline_if(builder: _Builder, node: onnx.NodeProto, missing: dict[str, list[
     return True
 
 
-def _assemble(builder: _Builder, heads: list[str]) -> GraphNet:
+def _assemble(builder: _Builder, heads: list[str], nhwc: set[str]) -> GraphNet:
     outputs = []
     for head in heads:
         name = builder.aliases.get(head, head)
@@ -545,7 +546,9 @@ def _assemble(builder: _Builder, heads: list[str]) -> GraphNet:
                 raise ModelFormatError(f"graph output {head!r} is not computed by any node")
         outputs.append(name)
     shapes = {k: builder.input_shapes[k] for k in builder.graph_inputs}
-    net = GraphNet(builder.nodes, builder.graph_inputs, outputs, shapes)
+    # an aliased ONNX value is the same tensor as the graph value it names
+    nhwc = {builder.aliases.get(v, v) for v in nhwc} & set(builder.samples)
+    net = GraphNet(builder.nodes, builder.graph_inputs, outputs, shapes, nhwc_values=nhwc)
     for node in builder.nodes:
         net.add_module(module_name(node.name), builder.modules[node.name])
     return net.eval()

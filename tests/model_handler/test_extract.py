@@ -3,6 +3,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mh_models import make_resnet
 from PIL import Image
 from torch import nn
@@ -239,3 +241,16 @@ def test_inplace_ops_after_a_functional_layer_do_not_change_it(images):
 def test_unavailable_device_is_a_clear_error(chain):
     with pytest.raises(ValueError, match="cannot use device 'cuda'"):
         ModelHandler(chain, device="cuda")
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(*(st.integers(1, 4) for _ in range(4))),
+       mode=st.sampled_from(["avg", "max", "flatten"]), seed=st.integers(0, 2**16))
+def test_nhwc_pooling_equals_pooling_the_nchw_tensor(shape, mode, seed):
+    from repurpose.model_handler._extract import pool
+
+    nhwc = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    nchw = nhwc.permute(0, 3, 1, 2).contiguous()
+    got = pool(nhwc, mode, "layer", nhwc=True)
+    torch.testing.assert_close(got, pool(nchw, mode, "layer"))
+    assert got.shape[0] == shape[0] and got.dim() == 2
