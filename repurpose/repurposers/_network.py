@@ -200,6 +200,21 @@ def pool_features(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(2) if x.ndim > 2 else x
 
 
+def check_body_layout(module: nn.Module) -> None:
+    """Refuse a body that ends at an NHWC value (see ``GraphNet.nhwc_values``): the head
+    pools axes 2 and up, which for such a value are W and C, not H and W."""
+    if not isinstance(module, GraphNet):
+        return
+    nhwc = sorted(module.nhwc_within(module.output_names))
+    if nhwc:
+        raise ValueError(
+            f"the network is cut at {nhwc}, a value the imported model keeps in NHWC layout; "
+            "a network repurposer's head pools axes 2 and 3, which are not H and W there. "
+            "Cut at the NCHW value next to it (the layer after the model's transpose back), "
+            "or use a meta-model repurposer, whose feature pooling knows the layout"
+        )
+
+
 def layer_modules(module: nn.Module, names: Sequence[str]) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` for each layer name that is a module (functional ops are skipped)."""
     if isinstance(module, GraphNet):
@@ -467,6 +482,7 @@ class NetworkRepurposer(TrainingMixin, Repurposer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             body = self._build_body()
+            check_body_layout(body.module)
             if widths is None:
                 widths = _output_widths(body.module, sample)
             head = self._build_head(widths, self.n_classes_)

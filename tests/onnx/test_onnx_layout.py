@@ -166,3 +166,11 @@ def test_repurposer_on_an_nhwc_layer_fits_and_exports_pooling_over_h_and_w(tmp_p
     feed = session.get_inputs()[0].name
     np.testing.assert_allclose(session.run(None, {feed: x})[0], rep.predict_proba(x),
                                atol=1e-5)
+
+
+def test_network_repurposers_refuse_a_cut_at_an_nhwc_value() -> None:
+    handler = rp.ModelHandler(load_net(_written_model()))
+    x = np.random.default_rng(2).normal(size=(8, 3, 6, 5)).astype(np.float32)
+    rep = rp.FineTuneRepurposer(handler, transfer_layer="add:0", max_epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"cut at \['add:0'\].*NHWC.*NCHW value next to it"):
+        rep.fit(x, np.arange(8) % 2)
