@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from repurpose.plot._pyplot import pyplot
+
 __all__ = ["gates"]
 
 
@@ -57,12 +59,7 @@ def gates(
     >>> len(fig.axes)
     3
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "repurpose.plot needs matplotlib; install it with `pip install repurpose[plot]`"
-        ) from err
+    plt = pyplot()
     if hasattr(values, "gates_"):
         if X is None:
             raise ValueError("pass the inputs X to draw the gates of a fitted repurposer")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from repurpose.plot._pyplot import pyplot
+
 __all__ = ["leaderboard"]
 
 
@@ -35,12 +37,7 @@ def leaderboard(auto: Any, figsize: tuple[float, float] | None = None) -> Any:
     >>> len(fig.axes)
     2
     """
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "repurpose.plot needs matplotlib; install it with `pip install repurpose[plot]`"
-        ) from err
+    plt = pyplot()
     if not hasattr(auto, "leaderboard_"):
         raise ValueError("leaderboard() needs a fitted AutoRepurposer; call fit first")
     rows = [r for r in auto.leaderboard_ if r.cv_score is not None]

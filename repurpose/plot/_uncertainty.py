@@ -8,18 +8,9 @@ from typing import Any
 import numpy as np
 
 from repurpose.metrics import calibration_bins, ece, predictive_entropy
+from repurpose.plot._pyplot import pyplot
 
 __all__ = ["reliability_diagram", "uncertainty_bars"]
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise ImportError(
-            "repurpose.plot needs matplotlib; install it with `pip install repurpose[plot]`"
-        ) from err
-    return plt
 
 
 def reliability_diagram(
@@ -62,7 +53,7 @@ def reliability_diagram(
     >>> p = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
     >>> ax = reliability_diagram([0, 1, 1], {"model": p}, n_bins=2)
     """
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(4.2, 4.0))
     curves = proba if isinstance(proba, Mapping) else {"model": proba}
@@ -124,7 +115,7 @@ def uncertainty_bars(
     >>> from repurpose.plot import uncertainty_bars
     >>> fig = uncertainty_bars(np.array([[0.8, 0.2], [0.5, 0.5]]), titles=["sure", "unsure"])
     """
-    plt = _pyplot()
+    plt = pyplot()
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2:
         raise ValueError(f"proba must have shape (n, n_classes); got {p.shape}")
