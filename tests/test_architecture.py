@@ -22,6 +22,7 @@ PACKAGE = ROOT / "repurpose"
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "base", ("=repurpose._exceptions", "=repurpose._validation", "=repurpose._version",
                  "=repurpose._header", "=repurpose._registry", "=repurpose._compare",
+                 "=repurpose._memory",
                  "=repurpose.metrics")),
     (1, "graph", ("=repurpose.graph", "repurpose.graph.")),
     (1, "preprocess", ("=repurpose._preprocess",)),

@@ -3,8 +3,9 @@
 A BatchNorm in eval mode, a Caffe Scale and a Caffe Bias are each ``x * a + b`` per
 channel; a run of them composes into one such pair, which folds into the convolution or
 InnerProduct before it (``W' = W * a``, ``b' = bias * a + b``, computed in float64). Sibling
-convolutions that read the same value and feed one channel concatenation become one
-convolution with the smaller kernels zero-padded, which writes the concatenation directly.
+convolutions that read the same value and feed one channel concatenation can become one
+convolution with any smaller kernels zero-padded, which writes the concatenation directly
+(the plan merges only siblings of one kernel size: padding costs more than it saves).
 """
 
 from __future__ import annotations

@@ -305,12 +305,19 @@ class _Builder:
                     conv=spec), chain
 
     def merged(self, steps: list[Step]) -> list[Step]:
-        """Replace sibling convolutions feeding a channel concatenation by one conv."""
+        """Replace sibling convolutions with one kernel size feeding a channel
+        concatenation by one conv.
+
+        Siblings of different kernel sizes (a Fire or Inception module's 1x1 and 3x3) stay
+        apart: zero-padding the 1x1 kernel to 3x3 costs nine times its work, more than the
+        concatenation saves (SqueezeNet ran 0.75x as fast merged, channels-last on CPU).
+        """
         producer = {v: k for k, s in enumerate(steps) for v in s.outputs}
         drop: set[int] = set()
         for c, step in enumerate(steps):
             parts = self._siblings(step, producer, steps)
-            if parts is None:
+            if parts is None or len({steps[k].conv.weight.shape[2:]  # type: ignore[union-attr]
+                                     for k in parts}) != 1:
                 continue
             spec = merge_convs([steps[k].conv for k in parts])  # type: ignore[misc]
             if spec is None:

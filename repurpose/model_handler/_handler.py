@@ -15,6 +15,7 @@ from torch import nn
 
 from repurpose._exceptions import SurgeryError
 from repurpose._imported import ImportedModel
+from repurpose._memory import reuse_freed_memory
 from repurpose._preprocess import Preprocess
 from repurpose.graph import GraphNet
 from repurpose.model_handler import _freeze, _io, _shards, _surgery, _to_graph
@@ -391,7 +392,8 @@ class ModelHandler:
         has_labels = True
         batches = as_batches(data, batch_size, preprocess=self.preprocess)
         try:
-            with eval_mode(self.module, self._index.modules.values()), torch.no_grad(), runner:
+            with eval_mode(self.module, self._index.modules.values()), torch.no_grad(), \
+                    runner, reuse_freed_memory():
                 for x, y in _progress(batches, num_batches(data, batch_size), progress):
                     _check_finite_batch(x, writer.pos)
                     writer.write(to_numpy(self._run(runner, x)))

@@ -64,11 +64,11 @@ def resnet_like() -> GraphNet:
     return _randomise(GraphNet(nodes, ["data"], ["out"], {"data": [1, 3, 6, 6]}))
 
 
-def fire() -> GraphNet:
-    """SqueezeNet's Fire module: 1x1 squeeze, 1x1 and 3x3 expands, concatenated."""
+def fire(k1: int = 1) -> GraphNet:
+    """SqueezeNet's Fire module: 1x1 squeeze, 1x1 (or ``k1``) and 3x3 expands, concatenated."""
     nodes = [
         conv("squeeze", "data", "sq@", 4, 3, k=1, pad=0), relu("sq_relu", "sq@", "sq"),
-        conv("e1", "sq", "e1@", 3, 5, k=1, pad=0), relu("e1_relu", "e1@", "e1"),
+        conv("e1", "sq", "e1@", 3, 5, k=k1, pad=(k1 - 1) // 2), relu("e1_relu", "e1@", "e1"),
         conv("e3", "sq", "e3@", 3, 6), relu("e3_relu", "e3@", "e3"),
         Node("concat", "concat", ("e1", "e3"), ("fire",)),
         Node("pool", "caffe.pool", ("fire",), ("pool",), {"kernel": [2, 2], "stride": [2, 2]}),
@@ -118,8 +118,8 @@ def test_requested_values_are_never_fused_away() -> None:
     assert "conv: c3 + bn3 + sc3" in steps
 
 
-def test_sibling_convolutions_merge_into_the_concatenation() -> None:
-    net = fire()
+def test_sibling_convolutions_of_one_kernel_size_merge_into_the_concatenation() -> None:
+    net = fire(k1=3)
     x = torch.randn(2, 4, 7, 7)
     fused, plain = both(net, x, ["pool"])
     assert_close(fused, plain)
@@ -128,6 +128,15 @@ def test_sibling_convolutions_merge_into_the_concatenation() -> None:
     fused, plain = both(net, x, ["e1", "pool"])  # a requested branch stays separate
     assert_close(fused, plain)
     assert "layer: concat" in net.plan(["e1", "pool"]).describe()
+
+
+def test_siblings_of_different_kernel_sizes_stay_apart() -> None:
+    """Zero-padding Fire's 1x1 expand to 3x3 would cost nine times its work."""
+    net = fire()
+    fused, plain = both(net, torch.randn(2, 4, 7, 7), ["pool"])
+    assert_close(fused, plain)
+    assert net.plan(["pool"]).describe()[1:4] == [
+        "conv: e1 + e1_relu", "conv: e3 + e3_relu", "layer: concat"]
 
 
 @settings(max_examples=30, deadline=None)
