@@ -114,6 +114,14 @@ def subsample(y: np.ndarray, k: int | None, seed: int) -> np.ndarray:
                                    for c in np.unique(y)]))
 
 
+def holdout(data: tuple[torch.Tensor, np.ndarray], per_class: int, seed: int = 0
+            ) -> tuple[tuple[torch.Tensor, np.ndarray], tuple[torch.Tensor, np.ndarray]]:
+    """``(train, test)``: ``per_class`` photos of each class of ``data`` (seeded) are the test."""
+    test = subsample(data[1], per_class, seed)
+    train = np.setdiff1d(np.arange(len(data[1])), test)
+    return (data[0][train], data[1][train]), (data[0][test], data[1][test])
+
+
 def scores(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
     return {
         "accuracy": round(metrics.accuracy(y_true, proba, classes=classes), 4),
@@ -129,6 +137,13 @@ def hflip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
+def augment_name(augment: Any) -> str | None:
+    """How a row names its augmentation (JSON)."""
+    return None if augment is None else "hflip" if augment is hflip else repr(augment)
+
+
+CROPS = rp.RandomResizedCropFlip(scale=(0.35, 1.0), flip=0.5)
+
 # name: FineTuneRepurposer settings (transfer layer fire9/concat; K = all; no validation
 # split, the fixed number of epochs is reported). "lp-ft": head_init="probe" (LP-FT).
 FINETUNE: dict[str, dict[str, Any]] = {
@@ -139,6 +154,21 @@ FINETUNE: dict[str, dict[str, Any]] = {
                       "body_lr_mult": 0.1, "max_epochs": 3, "augment": hflip},
     "lp-ft all": {"freeze": None, "head_init": "probe", "lr": 1e-4, "body_lr_mult": 0.1,
                   "max_epochs": 2, "augment": hflip},
+    # random resized crops + flips, fire8-9 train, 8 epochs; a weaker probe (probe_C) so
+    # the head does not start saturated; the head on fire9 or on the pooled ImageNet scores
+    "lp-ft fire8-9 crops": {"freeze": "up_to:fire7/concat", "head_init": "probe",
+                            "lr": 1e-3, "body_lr_mult": 0.1, "max_epochs": 8,
+                            "augment": CROPS},
+    "lp-ft fire8-9 crops C0.05": {"freeze": "up_to:fire7/concat", "head_init": "probe",
+                                  "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
+                                  "max_epochs": 8, "augment": CROPS},
+    "lp-ft fire8-final crops": {"transfer_layer": "pool_final", "freeze": "up_to:fire7/concat",
+                                "head_init": "probe", "lr": 1e-3, "body_lr_mult": 0.1,
+                                "max_epochs": 8, "augment": CROPS},
+    "lp-ft fire8-final crops C0.05": {"transfer_layer": "pool_final",
+                                      "freeze": "up_to:fire7/concat", "head_init": "probe",
+                                      "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
+                                      "max_epochs": 8, "augment": CROPS},
 }
 
 
@@ -177,8 +207,9 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
             continue
         if quick:
             settings["max_epochs"] = 1
+        settings.setdefault("transfer_layer", "fire9/concat")
         rep = rp.FineTuneRepurposer(
-            handler, transfer_layer="fire9/concat", validation_fraction=0.0, patience=None,
+            handler, validation_fraction=0.0, patience=None,
             random_state=0, progress=False, callbacks=epoch_budget(budget),
             checkpoint_dir=None if checkpoints is None else checkpoints / name.replace(" ", "_"),
             **settings)
@@ -191,11 +222,12 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
         fit_s = time.perf_counter() - start
         proba = rep.predict_proba(test[0])
         shown = {k: v for k, v in rep.get_params().items()
-                 if k in ("freeze", "head_init", "lr", "body_lr_mult", "max_epochs",
-                          "batch_size", "optimizer", "schedule", "weight_decay")}
+                 if k in ("transfer_layer", "freeze", "head_init", "probe_C", "lr",
+                          "body_lr_mult", "max_epochs", "batch_size", "optimizer",
+                          "schedule", "weight_decay")}
         rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": 0,
                      **scores(test[1], proba, rep.classes_), "fit_s": round(fit_s, 2),
-                     "settings": {**shown, "augment": "hflip" if rep.augment else None},
+                     "settings": {**shown, "augment": augment_name(rep.augment)},
                      "train_loss": [round(v, 4) for v in rep.history_["loss"]]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     return rows
@@ -413,6 +445,10 @@ def main() -> None:
                         help="save fine-tuning checkpoints here (a later run resumes)")
     parser.add_argument("--epoch-budget", type=int, default=None,
                         help="with --checkpoints: epochs per run before pausing")
+    parser.add_argument("--holdout", type=int, default=None,
+                        help="test on this many training photos per class (a seeded draw) "
+                        "and train on the rest; the val photos are not used. For choosing "
+                        "settings without looking at the test split")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="accuracy/ECE plot (PNG)")
@@ -426,11 +462,15 @@ def main() -> None:
     handler = load_handler(args.data)
     flowers = args.data / "flowers12"
     reuse = cached(args.cache, "train"), cached(args.cache, "val")
+    if args.holdout is not None:  # the cache holds the real split's features
+        reuse = None, None
     if args.only == "features" and reuse[0] is not None and reuse[1] is not None:
         (f_train, y_train), (f_test, y_test) = reuse
     else:
         train = load_split(handler, flowers / "train", 6 if args.quick else None)
         test = load_split(handler, flowers / "val", 3 if args.quick else None)
+        if args.holdout is not None:
+            train, test = holdout(train, args.holdout)
         y_train, y_test = train[1], test[1]
     ks: list[int | None] = [None if k == "all" else int(k) for k in args.ks.split(",")]
     if args.quick:
@@ -440,7 +480,7 @@ def main() -> None:
     if args.only != "finetune":
         if reuse[0] is None or reuse[1] is None or args.only != "features":
             with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
-                cache = args.cache or Path(tmp)
+                cache = Path(tmp) if args.cache is None or args.holdout else args.cache
                 cache.mkdir(parents=True, exist_ok=True)
                 f_train = extract(handler, train, cache, "train")
                 f_test = extract(handler, test, cache, "val")
@@ -465,7 +505,7 @@ def main() -> None:
         "benchmark": "transfer",
         "source": "ImageNet SqueezeNet v1.0 (Caffe), pooled fireN/concat and pool_final",
         "target": "flowers12: 12 classes, train K per class, test on val (20 per class)",
-        "quick": args.quick,
+        "quick": args.quick, "holdout": args.holdout,
         "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
         "torch_threads": args.threads, "machine": platform.machine(),
