@@ -162,6 +162,9 @@ FINETUNE: dict[str, dict[str, Any]] = {
     "lp-ft fire8-9 crops C0.05": {"freeze": "up_to:fire7/concat", "head_init": "probe",
                                   "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
                                   "max_epochs": 8, "augment": CROPS},
+    "lp-ft all crops C0.05": {"freeze": None, "head_init": "probe", "probe_C": 0.05,
+                              "lr": 1e-3, "body_lr_mult": 0.1, "max_epochs": 8,
+                              "augment": CROPS},
     "lp-ft fire8-final crops": {"transfer_layer": "pool_final", "freeze": "up_to:fire7/concat",
                                 "head_init": "probe", "lr": 1e-3, "body_lr_mult": 0.1,
                                 "max_epochs": 8, "augment": CROPS},
@@ -190,7 +193,7 @@ def epoch_budget(n: int | None) -> list[Callable[[int, dict[str, float]], None]]
     return [count]
 
 
-QUICK_FINETUNE = ("lp-ft head", "lp-ft all")  # the two code paths (cached, whole network)
+QUICK_FINETUNE = ("lp-ft head", "lp-ft all crops C0.05")  # cached; whole network, crops
 
 
 def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
