@@ -507,7 +507,9 @@ def main() -> None:
     report = {
         "benchmark": "transfer",
         "source": "ImageNet SqueezeNet v1.0 (Caffe), pooled fireN/concat and pool_final",
-        "target": "flowers12: 12 classes, train K per class, test on val (20 per class)",
+        "target": "flowers12: 12 classes, train K per class, test on val (20 per class)"
+        if args.holdout is None else f"flowers12: 12 classes, train photos only: "
+        f"{args.holdout} per class held out as the test, trained on the rest",
         "quick": args.quick, "holdout": args.holdout,
         "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
