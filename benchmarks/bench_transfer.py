@@ -179,15 +179,16 @@ class Paused(Exception):
     """This process has used its epoch budget; a later run resumes from the checkpoint."""
 
 
-def epoch_budget(n: int | None) -> list[Callable[[int, dict[str, float]], None]]:
-    """A callback that stops training (by raising :class:`Paused`) after ``n`` epochs."""
+def epoch_budget(n: int | None, epochs: int) -> list[Callable[[int, dict[str, float]], None]]:
+    """A callback that stops training (by raising :class:`Paused`) after ``n`` epochs,
+    unless the run has just finished its ``epochs`` (then the row is written now)."""
     if n is None:
         return []
     done = []
 
     def count(epoch: int, logs: dict[str, float]) -> None:
         done.append(epoch)
-        if len(done) >= n:
+        if len(done) >= n and epoch + 1 < epochs:
             raise Paused(f"paused after epoch {epoch + 1}")
 
     return [count]
@@ -213,7 +214,8 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
         settings.setdefault("transfer_layer", "fire9/concat")
         rep = rp.FineTuneRepurposer(
             handler, validation_fraction=0.0, patience=None,
-            random_state=0, progress=False, callbacks=epoch_budget(budget),
+            random_state=0, progress=False,
+            callbacks=epoch_budget(budget, settings["max_epochs"]),
             checkpoint_dir=None if checkpoints is None else checkpoints / name.replace(" ", "_"),
             **settings)
         start = time.perf_counter()
