@@ -30,6 +30,12 @@ features (``--cache``) and fine-tuning checkpoints (``--checkpoints``, with
     python benchmarks/bench_transfer.py --only finetune --finetune "lp-ft all" \
         --checkpoints /tmp/ck --epoch-budget 1 --out ft.json     # again to resume
     python benchmarks/bench_transfer.py --merge k5.json ft.json --out all.json
+
+Choosing settings without the test photos: ``--holdout 20`` tests on 20 of the training
+photos per class (a seeded draw), trains on the other 40 and never reads the val split::
+
+    python benchmarks/bench_transfer.py --only finetune --holdout 20 \
+        --finetune "lp-ft fire8-9 crops,lp-ft fire8-9 crops C0.05" --out ho.json
 """
 
 from __future__ import annotations
@@ -143,9 +149,12 @@ def augment_name(augment: Any) -> str | None:
 
 
 CROPS = rp.RandomResizedCropFlip(scale=(0.35, 1.0), flip=0.5)
+CROP_FT = {"head_init": "probe", "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
+           "max_epochs": 8, "augment": CROPS}
+FIRE8_9 = {"freeze": "up_to:fire7/concat"}  # fire8, fire9 and the head train
 
-# name: FineTuneRepurposer settings (transfer layer fire9/concat; K = all; no validation
-# split, the fixed number of epochs is reported). "lp-ft": head_init="probe" (LP-FT).
+# name: FineTuneRepurposer settings (transfer layer fire9/concat unless given; K = all; no
+# validation split, the fixed number of epochs is reported). "lp-ft": head_init="probe".
 FINETUNE: dict[str, dict[str, Any]] = {
     "finetune head": {"freeze": "up_to:fire9/concat", "lr": 1e-3, "max_epochs": 200},
     "lp-ft head": {"freeze": "up_to:fire9/concat", "head_init": "probe", "lr": 1e-4,
@@ -154,30 +163,17 @@ FINETUNE: dict[str, dict[str, Any]] = {
                       "body_lr_mult": 0.1, "max_epochs": 3, "augment": hflip},
     "lp-ft all": {"freeze": None, "head_init": "probe", "lr": 1e-4, "body_lr_mult": 0.1,
                   "max_epochs": 2, "augment": hflip},
-    # random resized crops + flips, fire8-9 train, 8 epochs; a weaker probe (probe_C) so
-    # the head does not start saturated; the head on fire9 or on the pooled ImageNet scores
-    "lp-ft fire8-9 crops": {"freeze": "up_to:fire7/concat", "head_init": "probe",
-                            "lr": 1e-3, "body_lr_mult": 0.1, "max_epochs": 8,
-                            "augment": CROPS},
-    "lp-ft fire8-9 crops C0.05": {"freeze": "up_to:fire7/concat", "head_init": "probe",
-                                  "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
-                                  "max_epochs": 8, "augment": CROPS},
-    "lp-ft fire8-9 crops C0.05 12ep": {"freeze": "up_to:fire7/concat", "head_init": "probe",
-                                       "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
-                                       "max_epochs": 12, "augment": CROPS},
-    "lp-ft fire9 crops C0.05": {"freeze": "up_to:pool8", "head_init": "probe",
-                                "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
-                                "max_epochs": 8, "augment": CROPS},
-    "lp-ft all crops C0.05": {"freeze": None, "head_init": "probe", "probe_C": 0.05,
-                              "lr": 1e-3, "body_lr_mult": 0.1, "max_epochs": 8,
-                              "augment": CROPS},
-    "lp-ft fire8-final crops": {"transfer_layer": "pool_final", "freeze": "up_to:fire7/concat",
-                                "head_init": "probe", "lr": 1e-3, "body_lr_mult": 0.1,
-                                "max_epochs": 8, "augment": CROPS},
-    "lp-ft fire8-final crops C0.05": {"transfer_layer": "pool_final",
-                                      "freeze": "up_to:fire7/concat", "head_init": "probe",
-                                      "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
-                                      "max_epochs": 8, "augment": CROPS},
+    # LP-FT with random resized crops + flips (CROP_FT) from a weak probe (probe_C 0.05, so
+    # the head does not start saturated), or the default probe (C = 1); the head on fire9
+    # or on the pooled ImageNet scores (keeping conv_final)
+    "lp-ft fire8-9 crops": {**CROP_FT, **FIRE8_9, "probe_C": 1.0},
+    "lp-ft fire8-9 crops C0.05": {**CROP_FT, **FIRE8_9},
+    "lp-ft fire8-9 crops C0.05 12ep": {**CROP_FT, **FIRE8_9, "max_epochs": 12},
+    "lp-ft fire9 crops C0.05": {**CROP_FT, "freeze": "up_to:pool8"},
+    "lp-ft all crops C0.05": {**CROP_FT, "freeze": None},
+    "lp-ft fire8-final crops": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final",
+                                "probe_C": 1.0},
+    "lp-ft fire8-final crops C0.05": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final"},
 }
 
 
