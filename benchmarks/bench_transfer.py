@@ -202,7 +202,7 @@ QUICK_FINETUNE = ("lp-ft head", "lp-ft all crops C0.05")  # cached; whole networ
 def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                   test: tuple[torch.Tensor, np.ndarray], quick: bool,
                   names: Sequence[str], checkpoints: Path | None = None,
-                  budget: int | None = None) -> list[dict[str, Any]]:
+                  budget: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Fine-tune each named recipe. With ``checkpoints``, every epoch is saved there and a
     recipe stopped by ``budget`` (epochs per process) resumes in a later run; its row is
     written by the run that finishes it (``fit_s`` is then that run's share only)."""
@@ -216,9 +216,10 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
         settings.setdefault("transfer_layer", "fire9/concat")
         rep = rp.FineTuneRepurposer(
             handler, validation_fraction=0.0, patience=None,
-            random_state=0, progress=False,
+            random_state=seed, progress=False,
             callbacks=epoch_budget(budget, settings["max_epochs"]),
-            checkpoint_dir=None if checkpoints is None else checkpoints / name.replace(" ", "_"),
+            checkpoint_dir=None if checkpoints is None
+            else checkpoints / f"{name.replace(' ', '_')}_seed{seed}",
             **settings)
         start = time.perf_counter()
         try:
@@ -232,7 +233,7 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                  if k in ("transfer_layer", "freeze", "head_init", "probe_C", "lr",
                           "body_lr_mult", "max_epochs", "batch_size", "optimizer",
                           "schedule", "weight_decay")}
-        rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": 0,
+        rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": seed,
                      **scores(test[1], proba, rep.classes_), "fit_s": round(fit_s, 2),
                      "settings": {**shown, "augment": augment_name(rep.augment)},
                      "train_loss": [round(v, 4) for v in rep.history_["loss"]]})
@@ -448,6 +449,8 @@ def main() -> None:
     parser.add_argument("--recipes", default=None,
                         help="comma-separated feature recipe names or families to run "
                         "(default: all)")
+    parser.add_argument("--finetune-seed", type=int, default=0,
+                        help="random_state of the fine-tuning runs (shuffling, crops, head)")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="save fine-tuning checkpoints here (a later run resumes)")
     parser.add_argument("--epoch-budget", type=int, default=None,
@@ -506,7 +509,7 @@ def main() -> None:
         if unknown:
             parser.error(f"--finetune: unknown {unknown}; choose from {list(FINETUNE)}")
         rows += finetune_rows(handler, train, test, args.quick, names, args.checkpoints,
-                              args.epoch_budget)
+                              args.epoch_budget, args.finetune_seed)
     summary = summarise(rows)
     report = {
         "benchmark": "transfer",
