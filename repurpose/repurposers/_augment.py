@@ -33,8 +33,9 @@ class RandomResizedCropFlip:
     ----------
     scale : tuple of float
         The range of the crop's area as a share of the image's (``(0.35, 1.0)``: between a
-        third of the photo and all of it). A crop is the largest of that area and aspect
-        ratio that fits; it never leaves the image.
+        third of the photo and all of it). A crop never leaves the image: where the drawn
+        area and ratio would make it wider or taller than the image, that side is cut to
+        the image's.
     ratio : tuple of float
         The range of the crop's aspect ratio (width / height), drawn log-uniformly.
     flip : float
