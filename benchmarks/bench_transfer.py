@@ -174,6 +174,10 @@ FINETUNE: dict[str, dict[str, Any]] = {
     "lp-ft fire8-final crops": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final",
                                 "probe_C": 1.0},
     "lp-ft fire8-final crops C0.05": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final"},
+    # the same with conv_final (the ImageNet classifier) frozen: fire8-9 learn under it
+    "lp-ft fire8-9 under final crops C0.05": {**CROP_FT, "transfer_layer": "pool_final",
+                                              "freeze": ["conv1", "fire[2-7]/*",
+                                                         "conv_final"]},
 }
 
 
