@@ -30,6 +30,12 @@ features (``--cache``) and fine-tuning checkpoints (``--checkpoints``, with
     python benchmarks/bench_transfer.py --only finetune --finetune "lp-ft all" \
         --checkpoints /tmp/ck --epoch-budget 1 --out ft.json     # again to resume
     python benchmarks/bench_transfer.py --merge k5.json ft.json --out all.json
+
+Choosing settings without the test photos: ``--holdout 20`` tests on 20 of the training
+photos per class (a seeded draw), trains on the other 40 and never reads the val split::
+
+    python benchmarks/bench_transfer.py --only finetune --holdout 20 \
+        --finetune "lp-ft fire8-9 crops,lp-ft fire8-9 crops C0.05" --out ho.json
 """
 
 from __future__ import annotations
@@ -114,6 +120,14 @@ def subsample(y: np.ndarray, k: int | None, seed: int) -> np.ndarray:
                                    for c in np.unique(y)]))
 
 
+def holdout(data: tuple[torch.Tensor, np.ndarray], per_class: int, seed: int = 0
+            ) -> tuple[tuple[torch.Tensor, np.ndarray], tuple[torch.Tensor, np.ndarray]]:
+    """``(train, test)``: ``per_class`` photos of each class of ``data`` (seeded) are the test."""
+    test = subsample(data[1], per_class, seed)
+    train = np.setdiff1d(np.arange(len(data[1])), test)
+    return (data[0][train], data[1][train]), (data[0][test], data[1][test])
+
+
 def scores(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
     return {
         "accuracy": round(metrics.accuracy(y_true, proba, classes=classes), 4),
@@ -129,8 +143,18 @@ def hflip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-# name: FineTuneRepurposer settings (transfer layer fire9/concat; K = all; no validation
-# split, the fixed number of epochs is reported). "lp-ft": head_init="probe" (LP-FT).
+def augment_name(augment: Any) -> str | None:
+    """How a row names its augmentation (JSON)."""
+    return None if augment is None else "hflip" if augment is hflip else repr(augment)
+
+
+CROPS = rp.RandomResizedCropFlip(scale=(0.35, 1.0), flip=0.5)
+CROP_FT = {"head_init": "probe", "probe_C": 0.05, "lr": 1e-3, "body_lr_mult": 0.1,
+           "max_epochs": 8, "augment": CROPS}
+FIRE8_9 = {"freeze": "up_to:fire7/concat"}  # fire8, fire9 and the head train
+
+# name: FineTuneRepurposer settings (transfer layer fire9/concat unless given; K = all; no
+# validation split, the fixed number of epochs is reported). "lp-ft": head_init="probe".
 FINETUNE: dict[str, dict[str, Any]] = {
     "finetune head": {"freeze": "up_to:fire9/concat", "lr": 1e-3, "max_epochs": 200},
     "lp-ft head": {"freeze": "up_to:fire9/concat", "head_init": "probe", "lr": 1e-4,
@@ -139,6 +163,21 @@ FINETUNE: dict[str, dict[str, Any]] = {
                       "body_lr_mult": 0.1, "max_epochs": 3, "augment": hflip},
     "lp-ft all": {"freeze": None, "head_init": "probe", "lr": 1e-4, "body_lr_mult": 0.1,
                   "max_epochs": 2, "augment": hflip},
+    # LP-FT with random resized crops + flips (CROP_FT) from a weak probe (probe_C 0.05, so
+    # the head does not start saturated), or the default probe (C = 1); the head on fire9
+    # or on the pooled ImageNet scores (keeping conv_final)
+    "lp-ft fire8-9 crops": {**CROP_FT, **FIRE8_9, "probe_C": 1.0},
+    "lp-ft fire8-9 crops C0.05": {**CROP_FT, **FIRE8_9},
+    "lp-ft fire8-9 crops C0.05 12ep": {**CROP_FT, **FIRE8_9, "max_epochs": 12},
+    "lp-ft fire9 crops C0.05": {**CROP_FT, "freeze": "up_to:pool8"},
+    "lp-ft all crops C0.05": {**CROP_FT, "freeze": None},
+    "lp-ft fire8-final crops": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final",
+                                "probe_C": 1.0},
+    "lp-ft fire8-final crops C0.05": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final"},
+    # the same with conv_final (the ImageNet classifier) frozen: fire8-9 learn under it
+    "lp-ft fire8-9 under final crops C0.05": {**CROP_FT, "transfer_layer": "pool_final",
+                                              "freeze": ["conv1", "fire[2-7]/*",
+                                                         "conv_final"]},
 }
 
 
@@ -146,27 +185,28 @@ class Paused(Exception):
     """This process has used its epoch budget; a later run resumes from the checkpoint."""
 
 
-def epoch_budget(n: int | None) -> list[Callable[[int, dict[str, float]], None]]:
-    """A callback that stops training (by raising :class:`Paused`) after ``n`` epochs."""
+def epoch_budget(n: int | None, epochs: int) -> list[Callable[[int, dict[str, float]], None]]:
+    """A callback that stops training (by raising :class:`Paused`) after ``n`` epochs,
+    unless the run has just finished its ``epochs`` (then the row is written now)."""
     if n is None:
         return []
     done = []
 
     def count(epoch: int, logs: dict[str, float]) -> None:
         done.append(epoch)
-        if len(done) >= n:
+        if len(done) >= n and epoch + 1 < epochs:
             raise Paused(f"paused after epoch {epoch + 1}")
 
     return [count]
 
 
-QUICK_FINETUNE = ("lp-ft head", "lp-ft all")  # the two code paths (cached, whole network)
+QUICK_FINETUNE = ("lp-ft head", "lp-ft all crops C0.05")  # cached; whole network, crops
 
 
 def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                   test: tuple[torch.Tensor, np.ndarray], quick: bool,
                   names: Sequence[str], checkpoints: Path | None = None,
-                  budget: int | None = None) -> list[dict[str, Any]]:
+                  budget: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Fine-tune each named recipe. With ``checkpoints``, every epoch is saved there and a
     recipe stopped by ``budget`` (epochs per process) resumes in a later run; its row is
     written by the run that finishes it (``fit_s`` is then that run's share only)."""
@@ -177,10 +217,13 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
             continue
         if quick:
             settings["max_epochs"] = 1
+        settings.setdefault("transfer_layer", "fire9/concat")
         rep = rp.FineTuneRepurposer(
-            handler, transfer_layer="fire9/concat", validation_fraction=0.0, patience=None,
-            random_state=0, progress=False, callbacks=epoch_budget(budget),
-            checkpoint_dir=None if checkpoints is None else checkpoints / name.replace(" ", "_"),
+            handler, validation_fraction=0.0, patience=None,
+            random_state=seed, progress=False,
+            callbacks=epoch_budget(budget, settings["max_epochs"]),
+            checkpoint_dir=None if checkpoints is None
+            else checkpoints / f"{name.replace(' ', '_')}_seed{seed}",
             **settings)
         start = time.perf_counter()
         try:
@@ -191,11 +234,12 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
         fit_s = time.perf_counter() - start
         proba = rep.predict_proba(test[0])
         shown = {k: v for k, v in rep.get_params().items()
-                 if k in ("freeze", "head_init", "lr", "body_lr_mult", "max_epochs",
-                          "batch_size", "optimizer", "schedule", "weight_decay")}
-        rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": 0,
+                 if k in ("transfer_layer", "freeze", "head_init", "probe_C", "lr",
+                          "body_lr_mult", "max_epochs", "batch_size", "optimizer",
+                          "schedule", "weight_decay")}
+        rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": seed,
                      **scores(test[1], proba, rep.classes_), "fit_s": round(fit_s, 2),
-                     "settings": {**shown, "augment": "hflip" if rep.augment else None},
+                     "settings": {**shown, "augment": augment_name(rep.augment)},
                      "train_loss": [round(v, 4) for v in rep.history_["loss"]]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
     return rows
@@ -409,10 +453,16 @@ def main() -> None:
     parser.add_argument("--recipes", default=None,
                         help="comma-separated feature recipe names or families to run "
                         "(default: all)")
+    parser.add_argument("--finetune-seed", type=int, default=0,
+                        help="random_state of the fine-tuning runs (shuffling, crops, head)")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="save fine-tuning checkpoints here (a later run resumes)")
     parser.add_argument("--epoch-budget", type=int, default=None,
                         help="with --checkpoints: epochs per run before pausing")
+    parser.add_argument("--holdout", type=int, default=None,
+                        help="test on this many training photos per class (a seeded draw) "
+                        "and train on the rest; the val photos are not used. For choosing "
+                        "settings without looking at the test split")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="accuracy/ECE plot (PNG)")
@@ -426,11 +476,15 @@ def main() -> None:
     handler = load_handler(args.data)
     flowers = args.data / "flowers12"
     reuse = cached(args.cache, "train"), cached(args.cache, "val")
+    if args.holdout is not None:  # the cache holds the real split's features
+        reuse = None, None
     if args.only == "features" and reuse[0] is not None and reuse[1] is not None:
         (f_train, y_train), (f_test, y_test) = reuse
     else:
         train = load_split(handler, flowers / "train", 6 if args.quick else None)
         test = load_split(handler, flowers / "val", 3 if args.quick else None)
+        if args.holdout is not None:
+            train, test = holdout(train, args.holdout)
         y_train, y_test = train[1], test[1]
     ks: list[int | None] = [None if k == "all" else int(k) for k in args.ks.split(",")]
     if args.quick:
@@ -440,7 +494,7 @@ def main() -> None:
     if args.only != "finetune":
         if reuse[0] is None or reuse[1] is None or args.only != "features":
             with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
-                cache = args.cache or Path(tmp)
+                cache = Path(tmp) if args.cache is None or args.holdout else args.cache
                 cache.mkdir(parents=True, exist_ok=True)
                 f_train = extract(handler, train, cache, "train")
                 f_test = extract(handler, test, cache, "val")
@@ -459,13 +513,15 @@ def main() -> None:
         if unknown:
             parser.error(f"--finetune: unknown {unknown}; choose from {list(FINETUNE)}")
         rows += finetune_rows(handler, train, test, args.quick, names, args.checkpoints,
-                              args.epoch_budget)
+                              args.epoch_budget, args.finetune_seed)
     summary = summarise(rows)
     report = {
         "benchmark": "transfer",
         "source": "ImageNet SqueezeNet v1.0 (Caffe), pooled fireN/concat and pool_final",
-        "target": "flowers12: 12 classes, train K per class, test on val (20 per class)",
-        "quick": args.quick,
+        "target": "flowers12: 12 classes, train K per class, test on val (20 per class)"
+        if args.holdout is None else f"flowers12: 12 classes, train photos only: "
+        f"{args.holdout} per class held out as the test, trained on the rest",
+        "quick": args.quick, "holdout": args.holdout,
         "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
         "torch_threads": args.threads, "machine": platform.machine(),

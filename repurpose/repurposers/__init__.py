@@ -3,6 +3,7 @@
 See :mod:`repurpose.repurposers._base` for the hooks a custom repurposer implements.
 """
 
+from repurpose.repurposers._augment import RandomResizedCropFlip
 from repurpose.repurposers._auto import AutoRepurposer
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
 from repurpose.repurposers._bnn import BNNRepurposer
@@ -49,4 +50,5 @@ __all__ = [
     "TemperatureScaledRepurposer",
     "calibrate",
     "AutoRepurposer",
+    "RandomResizedCropFlip",
 ]
