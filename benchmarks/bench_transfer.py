@@ -61,12 +61,14 @@ REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 SINGLE = ["fire7/concat", "fire8/concat", "fire9/concat", "pool_final"]
 PROBE = [f"fire{i}/concat" for i in range(2, 10)] + ["pool_final"]
 PAIR = ["fire8/concat", "fire9/concat"]  # the two equal-width top layers (as fc6/fc7)
+TOP = ["fire9/concat", "pool_final"]
 SHORT = {"fire7/concat": "fire7", "fire8/concat": "fire8", "fire9/concat": "fire9",
          "pool_final": "pool_final"}
 # a smoke run fits one recipe of each code path, not the whole grid
 QUICK_RECIPES = ("lr fire9", "svm fire9", "gp fire9", "bnn fire9", "lr concat",
                  "lr average fire8+9", "ensemble lr", "head2toe", "gated paper fire8+9",
-                 "gated lowrank 4 layers", "head2toe cv", "gated paper fire8+9 cv")
+                 "gated lowrank 4 layers", "gated experts 4 layers", "head2toe cv",
+                 "gated paper fire8+9 cv")
 
 
 # ----- data --------------------------------------------------------------------------------
@@ -361,6 +363,10 @@ def feature_recipes(quick: bool) -> list[Recipe]:
             f"gated {gate} {tag}", "gated", layers,
             lambda s, g=gate: rp.GatedRepurposer(gate=g, max_epochs=gated_epochs, **q,
                                                  random_state=s)))
+    # per-layer probes mixed by a gate fitted on out-of-fold logits (any widths)
+    for layers, tag in ((SINGLE, "4 layers"), (TOP, "fire9+final"), (PROBE, "9 layers")):
+        out.append(Recipe(f"gated experts {tag}", "gated", layers,
+                          lambda s: rp.GatedExpertsRepurposer(**q, random_state=s)))
     return out
 
 
@@ -404,7 +410,8 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
 
 
 FIGURE = ["lr fire9", "lr pool_final", "lr concat", "ensemble lr", "gp fire9", "gp pool_final",
-          "head2toe", "gated paper fire8+9", "gated lowrank fire8+9", "gated paper 4 layers"]
+          "head2toe", "gated paper fire8+9", "gated lowrank fire8+9", "gated paper 4 layers",
+          "gated experts 4 layers", "gated experts fire9+final"]
 
 
 def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:

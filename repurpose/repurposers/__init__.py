@@ -11,6 +11,7 @@ from repurpose.repurposers._calibration import TemperatureScaledRepurposer, cali
 from repurpose.repurposers._ensemble import EnsembleRepurposer
 from repurpose.repurposers._finetune import FineTuneRepurposer
 from repurpose.repurposers._gated import GatedRepurposer
+from repurpose.repurposers._gated_experts import GatedExpertsRepurposer
 from repurpose.repurposers._gp import GPRepurposer
 from repurpose.repurposers._head2toe import Head2ToeRepurposer
 from repurpose.repurposers._io import (
@@ -43,6 +44,7 @@ __all__ = [
     "FineTuneRepurposer",
     "RandomFreezeRepurposer",
     "GatedRepurposer",
+    "GatedExpertsRepurposer",
     "Head2ToeRepurposer",
     "EnsembleRepurposer",
     "GPRepurposer",
