@@ -422,14 +422,16 @@ def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
 
     ks = ["5", "10", "20", "all"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in FIGURE:
+    colours = [*plt.get_cmap("tab10").colors, "black", "darkred"]
+    for n, name in enumerate(FIGURE):
         cells = summary.get(name, {})
         xs = [i for i, k in enumerate(ks) if k in cells]
         if len(xs) < 2:
             continue
         for ax, metric in zip(axes, ("accuracy", "ece"), strict=True):
             ax.plot(xs, [cells[ks[i]][f"{metric}_mean"] for i in xs], marker="o",
-                    label=name, lw=1.2)
+                    label=name, lw=1.2, color=colours[n % len(colours)],
+                    ls="-" if n < 10 else "--")
     for ax, metric in zip(axes, ("accuracy", "ECE"), strict=True):
         ax.set_xticks(range(len(ks)), [f"K={k}" for k in ks])
         ax.set_ylabel(f"validation {metric}")
