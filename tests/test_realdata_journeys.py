@@ -171,3 +171,21 @@ def test_cli_warns_when_the_weights_are_missing(realdata, subset, tmp_path):
     prototxt, _ = _files(realdata)
     proc = _cli("inspect", str(prototxt))
     assert proc.returncode == 0 and "warning:" in proc.stderr and "random" in proc.stderr
+
+
+def test_cli_fits_the_experts_gate_on_two_layers_of_different_widths(realdata, subset, tmp_path):
+    """fire9/concat (512) and pool_final (1000), typed as a user would; then the gates."""
+    prototxt, weights = _files(realdata)
+    model = ["--weights", str(weights), "--mean", "104,117,123", "--resize", "256,256"]
+    proc = _cli("fit", "--model", str(prototxt), "-r", "gated_experts", "--layers",
+                "fire9/concat,pool_final", "-p", "folds=4", "-p", "random_state=0",
+                str(subset / "train"), "-o", str(tmp_path / "experts"), "--no-progress", *model)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _cli("predict", str(tmp_path / "experts"), str(subset / "val"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stderr.split("accuracy ")[1].split()[0]) >= 0.75
+    rep = rp.load(tmp_path / "experts")
+    assert isinstance(rep, rp.GatedExpertsRepurposer) and rep.folds == 4
+    shares = rep.gates_(str(subset / "val"))
+    assert shares.shape == (12, 2)
+    np.testing.assert_allclose(shares.sum(1), 1.0, atol=1e-9)
