@@ -357,12 +357,21 @@ class GraphNet(nn.Module):
         values = {*inputs, *(v for n in nodes for v in n.outputs)}
         net = GraphNet(nodes, inputs, outputs, shapes, layout=self.layout,
                        nhwc_values=self.nhwc_within(values))
-        net.load_state_dict(copy.deepcopy(self._subset_state(nodes)))
+        net.adopt_modules(self)
         return net
 
-    def _subset_state(self, nodes: Sequence[Node]) -> dict[str, torch.Tensor]:
-        prefixes = tuple(module_name(n.name) + "." for n in nodes)
-        return {k: v for k, v in self.state_dict().items() if k.startswith(prefixes)}
+    def adopt_modules(self, source: GraphNet) -> None:
+        """Replace this net's modules by deep copies of ``source``'s, for every layer name
+        both nets have.
+
+        A net built from layer specs has fresh modules; adopting keeps what a spec does not
+        hold: the weights, a user's edits to a module (a dropout's ``p``, a swapped
+        submodule, an attribute), parameters' ``requires_grad`` and train/eval mode.
+        """
+        for node in self.nodes:
+            key = module_name(node.name)
+            if key in source._modules:
+                self._modules[key] = copy.deepcopy(source._modules[key])
 
     def config(self) -> dict[str, Any]:
         """The JSON-serialisable description of the graph (everything but the weights)."""

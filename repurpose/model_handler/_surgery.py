@@ -153,8 +153,7 @@ def _drop_bottom_graph(net: GraphNet, n: int) -> GraphNet:
                            f"{len(last.outputs)} outputs")
     new = GraphNet(kept, list(last.outputs), net.output_names, layout=net.layout,
                    nhwc_values=net.nhwc_within(available))
-    state = net._subset_state(kept)
-    new.load_state_dict(copy.deepcopy(state))
+    new.adopt_modules(net)
     return new
 
 
@@ -265,8 +264,7 @@ def _add_graph(net: GraphNet, new: list[tuple[str, nn.Module]], top: bool) -> Gr
         result.load_state_dict(state)
     except RuntimeError:
         return None
-    for node in net.nodes:  # keep each layer's train/eval mode
-        result.layer(node.name).train(net.layer(node.name).training)
+    result.adopt_modules(net)  # the existing layers as they are, edits and modes included
     for name, m in new:
         result.layer(name).train(m.training)
     return result

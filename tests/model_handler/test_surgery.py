@@ -143,6 +143,27 @@ def test_graphnet_add_layers_stay_graphnet_and_keep_modes(tmp_path, graph, image
     assert not h.truncate("bn1").module.bn1.training
 
 
+def test_graphnet_surgery_keeps_the_users_edits_to_modules(graph, images):
+    """Surgery builds the new net from the layer specs; what the specs do not hold (an
+    edited eps, a set attribute, requires_grad set by hand) comes from the user's modules."""
+    graph.bn1.eps = 0.5
+    graph.conv1.note = "mine"
+    graph.conv1.weight.requires_grad_(False)
+    h = ModelHandler(graph)
+    x = torch.from_numpy(images)
+    edited = [h.truncate("sum"), h.drop_layers_bottom(1), h.add_layers_top(nn.ReLU())]
+    for new in edited:
+        assert new.module.bn1.eps == 0.5 and new.module.bn1 is not graph.bn1
+    for new in (edited[0], edited[2]):
+        assert new.module.conv1.note == "mine" and not new.module.conv1.weight.requires_grad
+    ref = h.extract(images, ["sum"], pooling=None, progress=False)["sum"]
+    np.testing.assert_allclose(_out(edited[0], images).numpy(), ref, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(edited[2].module(x), torch.relu(graph(x)))
+    edited[0].module.bn1.eps = 1.0  # the copies are the handler's own
+    assert graph.bn1.eps == 0.5
+
+
 def test_early_shape_queries_are_not_branches(images):
     class Net(nn.Module):
         def __init__(self):
