@@ -201,9 +201,9 @@ class GatedExpertsRepurposer(MetaModelRepurposer):
         """``(n_layers, n, n_classes)`` logits, each row predicted by an expert fitted
         without its fold."""
         out = np.zeros((len(xs), len(y), self.n_classes_))
+        # at most as many folds as the smallest class has examples, so every training
+        # part keeps every class
         split = StratifiedKFold(self._n_folds(y), shuffle=True, random_state=self.random_state)
-        # at most as many folds as the smallest class has examples: every training part
-        # keeps every class
         for train, test in split.split(xs[0], y):
             for i, x in enumerate(xs):
                 expert = self._expert(x[train], y[train])
