@@ -370,6 +370,51 @@ def feature_recipes(quick: bool) -> list[Recipe]:
     return out
 
 
+def fit_predict(r: Recipe, seed: int, train: dict[str, np.ndarray], y: np.ndarray,
+                idx: np.ndarray, test: dict[str, np.ndarray]) -> tuple[Any, np.ndarray, float]:
+    """``(fitted repurposer, test probabilities, fit seconds)`` of recipe ``r`` on ``idx``."""
+    rep = r.make(seed)
+    start = time.perf_counter()
+    rep.fit_features({name: train[name][idx] for name in r.layers}, y[idx])
+    fit_s = time.perf_counter() - start
+    return rep, rep.predict_proba_features({name: test[name] for name in r.layers}), fit_s
+
+
+def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
+                 train: dict[str, np.ndarray], y: np.ndarray, test: dict[str, np.ndarray],
+                 y_test: np.ndarray, ks: Sequence[int | None], n_seeds: int
+                 ) -> list[dict[str, Any]]:
+    """For each pair ``(a, b)``, split and seed: accuracy and ECE of a minus b, with a 95%
+    paired-bootstrap interval over the test photos (``repurpose.metrics.paired_bootstrap``)."""
+    by_name = {r.name: r for r in recipes}
+    rows = []
+    for k in ks:
+        for seed in range(1 if k is None else n_seeds):
+            idx = subsample(y, k, seed)
+            for a, b in pairs:
+                (rep, pa, _), (_, pb, _) = (fit_predict(by_name[n], seed, train, y, idx, test)
+                                            for n in (a, b))
+                row: dict[str, Any] = {"a": a, "b": b, "K": "all" if k is None else k,
+                                       "seed": seed}
+                for m in ("accuracy", "ece"):
+                    diff = metrics.paired_bootstrap(y_test, pa, pb, metric=m,
+                                                    classes=rep.classes_)
+                    row[m] = {key: round(v, 4) for key, v in diff.items()}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)  # progress
+    return rows
+
+
+def compare_pairs(spec: str | None, quick: bool, parser: argparse.ArgumentParser
+                  ) -> list[tuple[str, str]]:
+    """``--compare "a/b,c/d"`` as pairs of known feature recipe names."""
+    pairs = [p.split("/", 1) for p in (spec or "").split(",") if p]
+    known = {r.name for r in feature_recipes(quick)}
+    if any(len(p) != 2 or not set(p) <= known for p in pairs):
+        parser.error(f"--compare: expected a/b pairs of {sorted(known)}; got {spec!r}")
+    return [(a, b) for a, b in pairs] or ([("gp fire9", "lr fire9")] if quick else [])
+
+
 def feature_rows(recipes: Sequence[Recipe], train: dict[str, np.ndarray], y: np.ndarray,
                  test: dict[str, np.ndarray], y_test: np.ndarray, ks: Sequence[int | None],
                  n_seeds: int) -> list[dict[str, Any]]:
@@ -378,11 +423,7 @@ def feature_rows(recipes: Sequence[Recipe], train: dict[str, np.ndarray], y: np.
         for seed in range(1 if k is None else n_seeds):
             idx = subsample(y, k, seed)
             for r in recipes:
-                rep = r.make(seed)
-                start = time.perf_counter()
-                rep.fit_features({name: train[name][idx] for name in r.layers}, y[idx])
-                fit_s = time.perf_counter() - start
-                proba = rep.predict_proba_features({name: test[name] for name in r.layers})
+                rep, proba, fit_s = fit_predict(r, seed, train, y, idx, test)
                 rows.append({"recipe": r.name, "family": r.family,
                              "K": "all" if k is None else k, "seed": seed,
                              **scores(y_test, proba, rep.classes_), "fit_s": round(fit_s, 2)})
@@ -462,6 +503,10 @@ def main() -> None:
     parser.add_argument("--recipes", default=None,
                         help="comma-separated feature recipe names or families to run "
                         "(default: all)")
+    parser.add_argument("--compare", default=None,
+                        help='pairs of feature recipes "a/b,c/d": refit both on every split '
+                        "and report a minus b (accuracy, ECE) with a 95%% paired-bootstrap "
+                        'interval (--quick: "gp fire9/lr fire9")')
     parser.add_argument("--finetune-seed", type=int, default=0,
                         help="random_state of the fine-tuning runs (shuffling, crops, head)")
     parser.add_argument("--checkpoints", type=Path, default=None,
@@ -481,6 +526,7 @@ def main() -> None:
         report = {**json.loads(args.merge[0].read_text()), "merged_from": len(args.merge),
                   "summary": summarise(rows), "rows": rows}
         return finish(report, args.out, args.figure)
+    pairs = compare_pairs(args.compare, args.quick, parser)
     torch.set_num_threads(args.threads)
     handler = load_handler(args.data)
     flowers = args.data / "flowers12"
@@ -499,6 +545,7 @@ def main() -> None:
     if args.quick:
         ks = [2, None]
     rows: list[dict[str, Any]] = []
+    comparisons: list[dict[str, Any]] = []
     start = time.perf_counter()
     if args.only != "finetune":
         if reuse[0] is None or reuse[1] is None or args.only != "features":
@@ -516,6 +563,8 @@ def main() -> None:
             recipes = [r for r in recipes if r.name in wanted or r.family in wanted]
         rows += feature_rows(recipes, f_train, y_train, f_test, y_test,
                              ks, 1 if args.quick else args.seeds)
+        comparisons = compare_rows(feature_recipes(args.quick), pairs, f_train, y_train,
+                                   f_test, y_test, ks, 1 if args.quick else args.seeds)
     if args.only != "features":
         names = args.finetune.split(",")
         unknown = sorted(set(names) - set(FINETUNE))
@@ -537,6 +586,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"), "wall_s": round(time.perf_counter() - start, 1),
         "summary": summary, "rows": rows,
     }
+    if comparisons:
+        report["comparisons"] = comparisons
     finish(report, args.out, args.figure)
 
 

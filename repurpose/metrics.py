@@ -18,7 +18,7 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ __all__ = [
     "calibration_bins",
     "predictive_entropy",
     "ood_auroc",
+    "paired_bootstrap",
 ]
 
 _EPS = 1e-12
@@ -215,3 +216,73 @@ def ood_auroc(proba_in: Any, proba_out: Any) -> float:
         )
     labels = np.concatenate([np.zeros(len(h_in)), np.ones(len(h_out))])
     return float(roc_auc_score(labels, np.concatenate([h_in, h_out])))
+
+
+_METRICS: dict[str, Callable[..., float]] = {"accuracy": accuracy, "nll": nll, "brier": brier,
+                                              "ece": ece}
+
+
+def paired_bootstrap(
+    y_true: Any,
+    proba_a: Any,
+    proba_b: Any,
+    metric: str | Callable[..., float] = "accuracy",
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    classes: Sequence[Any] | None = None,
+    random_state: int | None = 0,
+) -> dict[str, float]:
+    """How far two classifiers differ on one test set: ``metric(a) - metric(b)`` with a
+    paired bootstrap interval.
+
+    The same resampled rows (drawn with replacement) score both classifiers, so what the
+    test set holds by chance (hard or easy photos) cancels out of the difference.
+
+    Args:
+        y_true: True labels, shape ``(n,)``.
+        proba_a: Probabilities of the first classifier, shape ``(n, n_classes)``.
+        proba_b: Probabilities of the second, on the same rows and columns.
+        metric: ``"accuracy"``, ``"nll"``, ``"brier"``, ``"ece"`` or a function
+            ``f(y_true, proba) -> float`` taking column indices.
+        n_resamples: Bootstrap resamples.
+        confidence: Coverage of the percentile interval.
+        classes: Optional labels of the columns of the probabilities.
+        random_state: Seed of the resampling.
+
+    Returns:
+        ``{"difference", "low", "high"}``: the difference on the whole test set and the
+        percentile interval of the resampled differences.
+
+    Examples:
+        >>> import numpy as np
+        >>> from repurpose import metrics
+        >>> y = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+        >>> a = np.eye(2)[y] * 0.8 + 0.1               # right on every row
+        >>> b = np.eye(2)[[0, 1, 0, 0, 1, 1, 1, 1]] * 0.8 + 0.1   # wrong on two
+        >>> out = metrics.paired_bootstrap(y, a, b, n_resamples=500)
+        >>> out["difference"], out["low"] >= 0.0
+        (0.25, True)
+    """
+    pa, pb = _proba(proba_a), _proba(proba_b)
+    if pa.shape != pb.shape:
+        raise ValueError(f"proba_a and proba_b must have one shape; got {pa.shape} and "
+                         f"{pb.shape}")
+    y = _labels(y_true, pa, classes)
+    score = _METRICS.get(metric) if isinstance(metric, str) else metric
+    if score is None:
+        raise ValueError(f"metric={metric!r}; expected one of {sorted(_METRICS)} or a "
+                         "function f(y_true, proba) -> float")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence!r}; expected a number in (0, 1)")
+    if len(y) == 0:
+        raise ValueError("paired_bootstrap needs at least one test row; got none")
+    rng = np.random.default_rng(random_state)
+    diffs = np.empty(int(n_resamples))
+    for i in range(len(diffs)):
+        rows = rng.integers(0, len(y), len(y))
+        diffs[i] = score(y[rows], pa[rows]) - score(y[rows], pb[rows])
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    return {"difference": float(score(y, pa) - score(y, pb)), "low": float(low),
+            "high": float(high)}
+

@@ -68,3 +68,43 @@ def test_bad_inputs_are_named():
         metrics.ece(Y, P, n_bins=0)
     with pytest.raises(ValueError, match="at least one input"):
         metrics.ood_auroc(P, np.zeros((0, 2)))
+
+
+def test_paired_bootstrap_of_a_classifier_against_itself_is_zero():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=50)
+    y = rng.integers(0, 3, 50)
+    for metric in ("accuracy", "nll", "brier", "ece"):
+        assert metrics.paired_bootstrap(y, p, p, metric=metric, n_resamples=50) == {
+            "difference": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_paired_bootstrap_interval_brackets_a_clear_difference():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    good = np.eye(2)[y] * 0.8 + 0.1
+    flips = rng.random(400) < 0.3  # b is wrong on about 30% of the rows
+    bad = np.eye(2)[np.where(flips, 1 - y, y)] * 0.8 + 0.1
+    out = metrics.paired_bootstrap(y, good, bad, n_resamples=1000)
+    assert out["difference"] == pytest.approx(flips.mean())
+    assert 0.0 < out["low"] < out["difference"] < out["high"] < 0.5
+    # a custom metric and label lookup through classes
+    names = np.array(["cat", "dog"])[y]
+    custom = metrics.paired_bootstrap(names, good, bad, metric=metrics.accuracy,
+                                      classes=["cat", "dog"], n_resamples=1000)
+    assert custom == out
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"metric": "auc"}, "metric='auc'; expected one of"),
+        ({"confidence": 1.0}, r"confidence=1.0; expected a number in \(0, 1\)"),
+        ({"proba_b": np.full((4, 3), 1 / 3)}, "one shape; got \\(4, 2\\) and \\(4, 3\\)"),
+    ],
+)
+def test_paired_bootstrap_bad_arguments_are_named(kwargs, message):
+    args = {"y_true": [0, 1, 0, 1], "proba_a": np.full((4, 2), 0.5),
+            "proba_b": np.full((4, 2), 0.5)}
+    with pytest.raises(ValueError, match=message):
+        metrics.paired_bootstrap(**{**args, **kwargs})
