@@ -28,16 +28,25 @@ from repurpose._validation import check_int, check_number
 from repurpose.repurposers._base import MetaModelRepurposer, _select
 from repurpose.repurposers._registry import register_repurposer
 
-__all__ = ["GatedExpertsRepurposer"]
+__all__ = ["GatedExpertsRepurposer", "expert_affine", "fit_gate", "mix"]
+
+
+def expert_affine(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight (n_classes, D), bias (n_classes,))`` of a fitted scikit-learn LR: its
+    binary form (one row, the logit of class 1) becomes the two rows ``[0, z]``."""
+    coef, intercept = np.asarray(coef), np.asarray(intercept)
+    if coef.shape[0] == 1:
+        return np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    return coef, intercept
 
 
 def _logits(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     """``(n, n_classes)`` logits of a fitted scikit-learn LR (binary: ``[0, z]``)."""
-    z = x @ coef.T + intercept
-    return np.concatenate([np.zeros_like(z), z], axis=1) if coef.shape[0] == 1 else z
+    weight, bias = expert_affine(coef, intercept)
+    return x @ weight.T + bias
 
 
-def _mix(logits: torch.Tensor, bias: torch.Tensor, slope: torch.Tensor,
+def mix(logits: torch.Tensor, bias: torch.Tensor, slope: torch.Tensor,
          log_temperature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, shares)`` for expert logits ``(n_layers, n, n_classes)``."""
     confidence = torch.log_softmax(logits, dim=2).amax(dim=2)
@@ -84,7 +93,7 @@ def fit_gate(logits: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 200
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        out, _ = _mix(lt, *params)
+        out, _ = mix(lt, *params)
         loss = torch.nn.functional.cross_entropy(out, target)
         loss = loss + l2 * (params[0].square().sum() + params[1].square().sum())
         loss.backward()
@@ -223,7 +232,7 @@ class GatedExpertsRepurposer(MetaModelRepurposer):
                            in zip(self._standardised(features), self.experts_, strict=True)])
         gate = [torch.as_tensor(self.gate_[k], dtype=torch.float64)
                 for k in ("gate_bias", "gate_slope", "log_temperature")]
-        return _mix(torch.as_tensor(logits), *gate)
+        return mix(torch.as_tensor(logits), *gate)
 
     def _predict_proba_features(self, features: dict[str, np.ndarray]) -> np.ndarray:
         return torch.softmax(self._mixture(features)[0], dim=1).numpy()

@@ -24,6 +24,7 @@ from repurpose.model_handler._onnx_export import (
     export_module,
     input_shape_or_fail,
 )
+from repurpose.repurposers._gated_experts import expert_affine, mix
 
 __all__ = ["register_head", "repurposer_module", "export_repurposer"]
 
@@ -62,6 +63,34 @@ class _Standardise(nn.Module):
         if self.average:
             return torch.stack(parts).mean(0)
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+class _ExpertsMix(nn.Module):
+    """A :class:`GatedExpertsRepurposer`'s head: per-layer standardised logits, mixed by
+    the confidence gate, then softmax."""
+
+    gate_bias: torch.Tensor
+    gate_slope: torch.Tensor
+    log_temperature: torch.Tensor
+
+    def __init__(self, rep: Any) -> None:
+        super().__init__()
+        for i, (k, expert) in enumerate(zip(rep.feature_layers_, rep.experts_, strict=True)):
+            weight, bias = expert_affine(expert["coef"], expert["intercept"])
+            self.register_buffer(f"mean{i}", _f32(rep.feature_mean_[k]))
+            self.register_buffer(f"scale{i}", _f32(rep.feature_scale_[k]))
+            self.register_buffer(f"weight{i}", _f32(weight))
+            self.register_buffer(f"bias{i}", _f32(bias))
+        for name in ("gate_bias", "gate_slope", "log_temperature"):
+            self.register_buffer(name, _f32(rep.gate_[name]))
+
+    def forward(self, *feats: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([
+            ((f - getattr(self, f"mean{i}")) / getattr(self, f"scale{i}"))
+            @ getattr(self, f"weight{i}").T + getattr(self, f"bias{i}")
+            for i, f in enumerate(feats)])
+        out, _ = mix(logits, self.gate_bias, self.gate_slope, self.log_temperature)
+        return torch.softmax(out, 1)
 
 
 class _MetaModel(nn.Module):
@@ -147,6 +176,7 @@ class _Softmax(nn.Module):
 def _register_builtin_heads() -> None:
     from repurpose.repurposers import (
         BNNRepurposer,
+        GatedExpertsRepurposer,
         GatedRepurposer,
         GPRepurposer,
         LogisticRegressionRepurposer,
@@ -195,6 +225,10 @@ def _register_builtin_heads() -> None:
         if rep.end_to_end:
             return _Softmax(rep.model_)
         return _MetaModel(rep, _Softmax(rep._gate_net()), standardise=False)
+
+    @builtin(GatedExpertsRepurposer)
+    def _experts(rep: Any) -> nn.Module:
+        return _MetaModel(rep, _ExpertsMix(rep), standardise=False)
 
     def _no_export(rep: Any) -> nn.Module:
         raise RepurposeError(

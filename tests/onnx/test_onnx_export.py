@@ -128,6 +128,17 @@ def test_gated_repurposer_exports_probabilities(resnet_handler, tmp_path, end_to
     np.testing.assert_allclose(_run(path, x)[0], rep.predict_proba(x), atol=ATOL)
 
 
+def test_gated_experts_export_probabilities(resnet_handler, tmp_path) -> None:
+    x, y = _data()
+    binary = np.where(y == "cat", "cat", "other")
+    for labels in (y, binary):
+        # layers of two widths (8 and 16 pooled features), one expert each
+        rep = rp.GatedExpertsRepurposer(resnet_handler, ["maxpool", "avgpool"], folds=3,
+                                        random_state=0, progress=False).fit(x, labels)
+        path = rep.export_onnx(tmp_path / f"experts{len(rep.classes_)}.onnx")
+        np.testing.assert_allclose(_run(path, x)[0], rep.predict_proba(x), atol=ATOL)
+
+
 def test_converted_graph_exports_a_container_layer(resnet_handler, tmp_path) -> None:
     resnet_handler.save(tmp_path / "saved")
     converted = rp.ModelHandler.load(tmp_path / "saved")  # a GraphNet, no module code

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 import repurpose as rp
-from repurpose.repurposers._gated_experts import _mix, fit_gate
+from repurpose.repurposers._gated_experts import fit_gate, mix
 
 
 def _features(seed=0, n_per_class=20, signal=3.0):
@@ -46,7 +46,7 @@ def test_zero_gate_is_the_average_of_the_experts_logits():
     rng = np.random.default_rng(1)
     logits = torch.as_tensor(rng.normal(size=(3, 7, 4)))
     zero = torch.zeros(3, dtype=torch.float64)
-    out, shares = _mix(logits, zero, zero, torch.zeros(1, dtype=torch.float64))
+    out, shares = mix(logits, zero, zero, torch.zeros(1, dtype=torch.float64))
     torch.testing.assert_close(out, logits.mean(0))
     torch.testing.assert_close(shares, torch.full((7, 3), 1 / 3, dtype=torch.float64))
 
