@@ -531,6 +531,10 @@ class MetaModelRepurposer(Repurposer):
         self._fit_features(features, y)
 
     def _predict_proba(self, X: Any) -> np.ndarray:
+        return self._predict_proba_features(self._fitted_features(X))
+
+    def _fitted_features(self, X: Any) -> dict[str, np.ndarray]:
+        """The fitted layers of features ``X`` (a dict), checked against the fitted widths."""
         features = _select(X, self.feature_layers_)
         for name, arr in features.items():
             if arr.shape[1] != self.feature_dims_[name]:
@@ -538,7 +542,7 @@ class MetaModelRepurposer(Repurposer):
                     f"layer {name!r} has {arr.shape[1]} features per sample, but this "
                     f"repurposer was fitted with {self.feature_dims_[name]}"
                 )
-        return self._predict_proba_features(features)
+        return features
 
     def _check_average_widths(self) -> None:
         widths = set(self.feature_dims_.values())
@@ -560,13 +564,17 @@ class MetaModelRepurposer(Repurposer):
         -------
         ndarray of shape (n, D_total) (concat) or (n, D) (average)
         """
-        parts = [
-            (np.asarray(features[k]) - self.feature_mean_[k]) / self.feature_scale_[k]
-            for k in self.feature_layers_
-        ]
+        parts = self._standardised_layers(features)
         if self.combine == "average":
             return np.mean(parts, axis=0)
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    def _standardised_layers(self, features: Mapping[str, np.ndarray],
+                             dtype: Any = None) -> list[np.ndarray]:
+        """Each fitted layer standardised with the training statistics, in layer order
+        (read as ``dtype`` first, when given)."""
+        return [(np.asarray(features[k], dtype=dtype) - self.feature_mean_[k])
+                / self.feature_scale_[k] for k in self.feature_layers_]
 
     def _base_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = super()._base_state()

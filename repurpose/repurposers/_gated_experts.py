@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from repurpose._validation import check_int, check_number
-from repurpose.repurposers._base import MetaModelRepurposer, _select
+from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._registry import register_repurposer
 
 __all__ = ["GatedExpertsRepurposer", "expert_affine", "fit_gate", "mix"]
@@ -189,10 +189,6 @@ class GatedExpertsRepurposer(MetaModelRepurposer):
                    random_state=0)
 
     # ----- fitting -----------------------------------------------------------------------
-    def _standardised(self, features: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return [(np.asarray(features[k], dtype=np.float64) - self.feature_mean_[k])
-                / self.feature_scale_[k] for k in self.feature_layers_]
-
     def _expert(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         model = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(x, y)
         return {"coef": model.coef_, "intercept": model.intercept_}
@@ -223,13 +219,14 @@ class GatedExpertsRepurposer(MetaModelRepurposer):
         check_number("C", self.C, 0, low_open=True)
         check_int("folds", self.folds, 2)
         check_number("gate_l2", self.gate_l2, 0)
-        xs = self._standardised(features)
+        xs = self._standardised_layers(features, np.float64)
         self.gate_ = fit_gate(self._out_of_fold(xs, y), y, float(self.gate_l2))
         self.experts_ = [self._expert(x, y) for x in xs]
 
     def _mixture(self, features: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = np.stack([_logits(x, e["coef"], e["intercept"]) for x, e
-                           in zip(self._standardised(features), self.experts_, strict=True)])
+        xs = self._standardised_layers(features, np.float64)
+        logits = np.stack([_logits(x, e["coef"], e["intercept"])
+                           for x, e in zip(xs, self.experts_, strict=True)])
         gate = [torch.as_tensor(self.gate_[k], dtype=torch.float64)
                 for k in ("gate_bias", "gate_slope", "log_temperature")]
         return mix(torch.as_tensor(logits), *gate)
@@ -244,7 +241,7 @@ class GatedExpertsRepurposer(MetaModelRepurposer):
         """
         self._check_fitted()
         features = X if isinstance(X, Mapping) else self._prepare(X, None, labels=False)[0]
-        return self._mixture(_select(features, self.feature_layers_))[1].numpy()
+        return self._mixture(self._fitted_features(features))[1].numpy()
 
     # ----- saving ------------------------------------------------------------------------
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

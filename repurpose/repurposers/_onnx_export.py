@@ -57,9 +57,13 @@ class _Standardise(nn.Module):
             self.register_buffer(f"scale{i}", _f32(rep.feature_scale_[k]))
         self.n = len(rep.feature_layers_)
 
+    def parts(self, *feats: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer standardised, in layer order."""
+        return [(f - getattr(self, f"mean{i}")) / getattr(self, f"scale{i}")
+                for i, f in enumerate(feats)]
+
     def forward(self, *feats: torch.Tensor) -> torch.Tensor:
-        parts = [(f - getattr(self, f"mean{i}")) / getattr(self, f"scale{i}")
-                 for i, f in enumerate(feats)]
+        parts = self.parts(*feats)
         if self.average:
             return torch.stack(parts).mean(0)
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
@@ -75,20 +79,17 @@ class _ExpertsMix(nn.Module):
 
     def __init__(self, rep: Any) -> None:
         super().__init__()
-        for i, (k, expert) in enumerate(zip(rep.feature_layers_, rep.experts_, strict=True)):
+        self.standardise = _Standardise(rep)
+        for i, expert in enumerate(rep.experts_):
             weight, bias = expert_affine(expert["coef"], expert["intercept"])
-            self.register_buffer(f"mean{i}", _f32(rep.feature_mean_[k]))
-            self.register_buffer(f"scale{i}", _f32(rep.feature_scale_[k]))
             self.register_buffer(f"weight{i}", _f32(weight))
             self.register_buffer(f"bias{i}", _f32(bias))
         for name in ("gate_bias", "gate_slope", "log_temperature"):
             self.register_buffer(name, _f32(rep.gate_[name]))
 
     def forward(self, *feats: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([
-            ((f - getattr(self, f"mean{i}")) / getattr(self, f"scale{i}"))
-            @ getattr(self, f"weight{i}").T + getattr(self, f"bias{i}")
-            for i, f in enumerate(feats)])
+        logits = torch.stack([x @ getattr(self, f"weight{i}").T + getattr(self, f"bias{i}")
+                              for i, x in enumerate(self.standardise.parts(*feats))])
         out, _ = mix(logits, self.gate_bias, self.gate_slope, self.log_temperature)
         return torch.softmax(out, 1)
 

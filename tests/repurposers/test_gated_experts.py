@@ -122,3 +122,11 @@ def test_a_class_with_one_example_is_refused_by_name():
     y[0] = 7
     with pytest.raises(ValueError, match="at least 2 examples of every class.*has 1"):
         rp.GatedExpertsRepurposer(progress=False).fit_features(feats, y)
+
+
+def test_gates_of_features_of_another_width_are_refused_by_name():
+    feats, y = _features()
+    rep = rp.GatedExpertsRepurposer(progress=False, random_state=0).fit_features(feats, y)
+    with pytest.raises(ValueError, match="layer 'fc7' has 11 features per sample, but this "
+                                         "repurposer was fitted with 12"):
+        rep.gates_({"fc6": feats["fc6"], "fc7": feats["fc7"][:, :11]})
