@@ -387,18 +387,18 @@ def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
     """For each pair ``(a, b)``, split and seed: accuracy and ECE of a minus b, with a 95%
     paired-bootstrap interval over the test photos (``repurpose.metrics.paired_bootstrap``)."""
     by_name = {r.name: r for r in recipes}
+    names = list(dict.fromkeys(n for pair in pairs for n in pair))  # each fitted once a split
     rows = []
     for k in ks:
         for seed in range(1 if k is None else n_seeds):
             idx = subsample(y, k, seed)
+            fitted = {n: fit_predict(by_name[n], seed, train, y, idx, test)[:2] for n in names}
             for a, b in pairs:
-                (rep, pa, _), (_, pb, _) = (fit_predict(by_name[n], seed, train, y, idx, test)
-                                            for n in (a, b))
                 row: dict[str, Any] = {"a": a, "b": b, "K": "all" if k is None else k,
                                        "seed": seed}
                 for m in ("accuracy", "ece"):
-                    diff = metrics.paired_bootstrap(y_test, pa, pb, metric=m,
-                                                    classes=rep.classes_)
+                    diff = metrics.paired_bootstrap(y_test, fitted[a][1], fitted[b][1],
+                                                    metric=m, classes=fitted[a][0].classes_)
                     row[m] = {key: round(v, 4) for key, v in diff.items()}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)  # progress
