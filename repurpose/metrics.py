@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from repurpose._validation import check_int
+
 __all__ = [
     "accuracy",
     "nll",
@@ -272,6 +274,7 @@ def paired_bootstrap(
     if score is None:
         raise ValueError(f"metric={metric!r}; expected one of {sorted(_METRICS)} or a "
                          "function f(y_true, proba) -> float")
+    check_int("n_resamples", n_resamples, 1)
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence={confidence!r}; expected a number in (0, 1)")
     if len(y) == 0:

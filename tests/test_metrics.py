@@ -100,6 +100,7 @@ def test_paired_bootstrap_interval_brackets_a_clear_difference():
     [
         ({"metric": "auc"}, "metric='auc'; expected one of"),
         ({"confidence": 1.0}, r"confidence=1.0; expected a number in \(0, 1\)"),
+        ({"n_resamples": 0}, "n_resamples=0; expected an integer >= 1"),
         ({"proba_b": np.full((4, 3), 1 / 3)}, "one shape; got \\(4, 2\\) and \\(4, 3\\)"),
     ],
 )
