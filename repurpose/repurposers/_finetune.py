@@ -14,6 +14,8 @@ from repurpose.repurposers._lpft import (
     body_features,
     fit_probe_head,
     has_dropout,
+    interpolate_weights,
+    snapshot,
 )
 from repurpose.repurposers._network import (
     HEAD_PARAMS,
@@ -48,6 +50,11 @@ LPFT_PARAMS = (
           "fixed statistics."),
     Param("probe_C", 1.0, float, "float",
           'Inverse L2 strength of the probe of ``head_init="probe"``.'),
+    Param("wise_alpha", 1.0, float, "float",
+          "WiSE-FT (Wortsman et al., CVPR 2022): after training, every weight becomes "
+          "``(1 - wise_alpha) * start + wise_alpha * fine-tuned``, where the start is the "
+          'LP-FT start (pretrained body, probe head). 1 (default) keeps the fine-tuned '
+          'network; 0 gives back the probe. Values below 1 need ``head_init="probe"``.'),
 )
 
 
@@ -158,6 +165,7 @@ class FineTuneRepurposer(NetworkRepurposer):
     dropout: float
     head_init: str
     probe_C: float
+    wise_alpha: float
 
     @classmethod
     def all_params(cls) -> list[Param]:
@@ -202,6 +210,13 @@ class FineTuneRepurposer(NetworkRepurposer):
                 f"head_init='probe' needs a linear head, but n_hidden={self.n_hidden!r}; "
                 "pass n_hidden=None or head_init='random'"
             )
+        alpha = check_number("wise_alpha", self.wise_alpha, 0, 1)
+        if alpha < 1 and self.head_init != "probe":
+            raise ValueError(
+                f"wise_alpha={self.wise_alpha!r} averages the fine-tuned weights with the "
+                "LP-FT start, which needs head_init='probe' (a random head is no start to "
+                "return to); pass head_init='probe' or wise_alpha=1.0"
+            )
 
     def _caches_features(self, body: Body) -> bool:
         """Whether the head can train on features computed once: nothing in the body trains.
@@ -225,13 +240,17 @@ class FineTuneRepurposer(NetworkRepurposer):
         if isinstance(model.head, StandardizedHead):  # head_init="probe"
             fit_probe_head(model.head, features.source.tensors[0], features.y,
                            float(self.probe_C))
+        start = snapshot(model) if self.wise_alpha < 1 else None
         if not cache:
-            return super()._fit_model(model, body, X, y, seed)
-        val_features = None if val is None else self._features(model.body, val)
-        layers = layers_from_modules([("head", model.head)], pretrained=False)
-        groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
-        self.history_ = Trainer(model.head, groups, self._settings(seed)).fit(
-            features, val=val_features)
+            super()._fit_model(model, body, X, y, seed)
+        else:
+            val_features = None if val is None else self._features(model.body, val)
+            layers = layers_from_modules([("head", model.head)], pretrained=False)
+            groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
+            self.history_ = Trainer(model.head, groups, self._settings(seed)).fit(
+                features, val=val_features)
+        if start is not None:
+            interpolate_weights(model, start, float(self.wise_alpha))
         return None
 
     def _features(self, body: nn.Module, data: Split) -> _FeatureSplit:

@@ -25,7 +25,7 @@ from repurpose.repurposers._train_data import Split
 from repurpose.repurposers._training import predict_logits
 
 __all__ = ["StandardizedHead", "PooledBody", "body_features", "fit_probe_head",
-           "has_dropout"]
+           "has_dropout", "snapshot", "interpolate_weights"]
 
 
 class StandardizedHead(nn.Module):
@@ -100,3 +100,22 @@ def fit_probe_head(head: StandardizedHead, features: torch.Tensor, y: torch.Tens
         head.linear.weight.copy_(torch.as_tensor(weight))
         head.linear.bias.copy_(torch.as_tensor(bias))
     return probe
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s state (parameters and buffers)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def interpolate_weights(model: nn.Module, start: dict[str, torch.Tensor], alpha: float
+                        ) -> None:
+    """Set every floating-point entry of ``model``'s state to ``(1-alpha)*start + alpha*now``.
+
+    This is WiSE-FT's weight-space ensemble; integer buffers (a BatchNorm's batch count) keep
+    their trained value.
+    """
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, now in state.items():
+            if now.is_floating_point():
+                now.copy_(torch.lerp(start[key].to(now.device), now, alpha))

@@ -9,7 +9,7 @@ from torch import nn
 
 import repurpose as rp
 from repurpose.repurposers import _finetune as finetune_module
-from repurpose.repurposers._lpft import StandardizedHead, fit_probe_head
+from repurpose.repurposers._lpft import StandardizedHead, fit_probe_head, interpolate_weights
 
 
 class _Net(nn.Module):
@@ -111,7 +111,7 @@ def test_probe_start_then_whole_network_fine_tuning_saves_and_loads(tmp_path):
 
 def test_new_parameters_come_last_and_bad_values_are_named():
     params = list(inspect.signature(rp.FineTuneRepurposer).parameters)
-    assert params[-2:] == ["head_init", "probe_C"]
+    assert params[-3:] == ["head_init", "probe_C", "wise_alpha"]
     assert params[:6] == ["handler", "transfer_layer", "n_hidden", "freeze", "dropout", "lr"]
     handler, X, y = _problem()
     with pytest.raises(ValueError, match="head_init='lp'"):
@@ -122,3 +122,41 @@ def test_new_parameters_come_last_and_bad_values_are_named():
     with pytest.raises(ValueError, match="probe_C"):
         rp.FineTuneRepurposer(handler, head_init="probe", probe_C=0.0,
                               progress=False).fit(X, y)
+    with pytest.raises(ValueError, match=r"wise_alpha=1\.5; expected a number in \[0, 1\]"):
+        rp.FineTuneRepurposer(handler, head_init="probe", wise_alpha=1.5,
+                              progress=False).fit(X, y)
+    with pytest.raises(ValueError, match="wise_alpha=0.5 .* needs head_init='probe'"):
+        rp.FineTuneRepurposer(handler, wise_alpha=0.5, progress=False).fit(X, y)
+
+
+def _wise(handler, X, y, alpha, freeze=None):
+    return rp.FineTuneRepurposer(handler, transfer_layer="conv2", freeze=freeze,
+                                 head_init="probe", wise_alpha=alpha, max_epochs=3, lr=0.05,
+                                 validation_fraction=0.0, patience=None, progress=False,
+                                 random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("freeze", [None, "auto"])  # the whole network; the cached head
+def test_wise_ft_averages_the_lp_ft_start_and_the_fine_tuned_weights(freeze):
+    handler, X, y = _problem()
+    start, end = _wise(handler, X, y, 0.0, freeze), _wise(handler, X, y, 1.0, freeze)
+    mid = _wise(handler, X, y, 0.25, freeze)
+    probe = rp.LogisticRegressionRepurposer(handler, "conv2", progress=False).fit(X, y)
+    np.testing.assert_allclose(start.predict_proba(X), probe.predict_proba(X), atol=1e-4)
+    a, b, m = (r.model_.state_dict() for r in (start, end, mid))
+    moved = [k for k in a if not torch.equal(a[k], b[k])]
+    assert "head.head.layers.0.weight" in moved
+    assert ("body.conv1.weight" in moved) == (freeze is None)
+    for key in moved:
+        torch.testing.assert_close(m[key], 0.75 * a[key] + 0.25 * b[key])
+
+
+def test_interpolate_weights_keeps_integer_buffers_and_follows_the_line():
+    net, start_net = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+        net.num_batches_tracked.fill_(7)
+    start = start_net.state_dict()
+    interpolate_weights(net, start, 0.5)
+    torch.testing.assert_close(net.weight.detach(), torch.full((3,), 2.0))
+    assert int(net.num_batches_tracked) == 7

@@ -268,7 +268,7 @@ def test_shared_training_parameters_are_declared_once():
     shared = [q.name for q in TRAINING_PARAMS]
     # FineTune's LP-FT options come after the shared block, so positions do not move
     assert list(ft)[5:5 + len(shared)] == shared == list(rf)[-len(shared):]
-    assert list(ft)[5 + len(shared):] == ["head_init", "probe_C"]
+    assert list(ft)[5 + len(shared):] == ["head_init", "probe_C", "wise_alpha"]
     assert list(ft)[:5] == ["handler", "transfer_layer", "n_hidden", "freeze", "dropout"]
     assert ft["body_lr_mult"].default == 0.1 and rf["body_lr_mult"].default == 1.0
     assert "batch_size : int" in rp.FineTuneRepurposer.__doc__
