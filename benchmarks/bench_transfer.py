@@ -62,13 +62,17 @@ SINGLE = ["fire7/concat", "fire8/concat", "fire9/concat", "pool_final"]
 PROBE = [f"fire{i}/concat" for i in range(2, 10)] + ["pool_final"]
 PAIR = ["fire8/concat", "fire9/concat"]  # the two equal-width top layers (as fc6/fc7)
 TOP = ["fire9/concat", "pool_final"]
-SHORT = {"fire7/concat": "fire7", "fire8/concat": "fire8", "fire9/concat": "fire9",
-         "pool_final": "pool_final"}
+SHORT = {**{f"fire{i}/concat": f"fire{i}" for i in range(2, 10)}, "pool_final": "pool_final"}
 # a smoke run fits one recipe of each code path, not the whole grid
 QUICK_RECIPES = ("lr fire9", "svm fire9", "gp fire9", "bnn fire9", "lr concat",
                  "lr average fire8+9", "ensemble lr", "head2toe", "gated paper fire8+9",
                  "gated lowrank 4 layers", "gated experts 4 layers", "head2toe cv",
                  "gated paper fire8+9 cv")
+
+
+TARGETS = {"flowers12": "flowers12: 12 classes, train K per class, test on val (20 per class)",
+           "digits": "scikit-learn digits upscaled to 227 x 227: 10 classes, train K of 60 "
+           "per class, test on 30 per class"}
 
 
 # ----- data --------------------------------------------------------------------------------
@@ -94,6 +98,30 @@ def load_split(handler: Any, folder: Path, per_class: int | None) -> tuple[torch
                 xs.append(handler.preprocess(img.convert("RGB")))
             ys.append(cls)
     return torch.stack(xs), np.array(ys)
+
+
+def load_digits(handler: Any, per_class: tuple[int, int]
+                ) -> tuple[tuple[torch.Tensor, np.ndarray], tuple[torch.Tensor, np.ndarray]]:
+    """A target far from ImageNet: scikit-learn's 8x8 digits, ``per_class`` = (train, test)
+    images of each digit (a seeded draw), as white-on-black photos through the handler's
+    preprocessing (upscaled to 256 x 256, centre crop 227)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    labels = np.array([f"digit{d}" for d in digits.target])
+    rng = np.random.default_rng(0)
+    order = [rng.permutation(np.flatnonzero(digits.target == d)) for d in range(10)]
+    n_train, n_test = per_class
+    parts = [np.sort(np.concatenate([o[a:b] for o in order]))
+             for a, b in ((0, n_train), (n_train, n_train + n_test))]
+
+    def images(idx: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        pixels = (digits.images[idx] * (255 / 16)).round().astype(np.uint8)
+        return (torch.stack([handler.preprocess(Image.fromarray(p).convert("RGB"))
+                             for p in pixels]), labels[idx])
+
+    return images(parts[0]), images(parts[1])
 
 
 def extract(handler: Any, data: tuple[torch.Tensor, np.ndarray], cache: Path,
@@ -171,6 +199,8 @@ FINETUNE: dict[str, dict[str, Any]] = {
     "lp-ft fire8-9 crops": {**CROP_FT, **FIRE8_9, "probe_C": 1.0},
     "lp-ft fire8-9 crops C0.05": {**CROP_FT, **FIRE8_9},
     "lp-ft fire8-9 crops C0.05 12ep": {**CROP_FT, **FIRE8_9, "max_epochs": 12},
+    # WiSE-FT: the weights end 1/4 of the way back to the LP-FT start (a chosen on --holdout)
+    "lp-ft fire8-9 crops C0.05 wise0.75": {**CROP_FT, **FIRE8_9, "wise_alpha": 0.75},
     "lp-ft fire9 crops C0.05": {**CROP_FT, "freeze": "up_to:pool8"},
     "lp-ft all crops C0.05": {**CROP_FT, "freeze": None},
     "lp-ft fire8-final crops": {**CROP_FT, **FIRE8_9, "transfer_layer": "pool_final",
@@ -238,7 +268,7 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
         shown = {k: v for k, v in rep.get_params().items()
                  if k in ("transfer_layer", "freeze", "head_init", "probe_C", "lr",
                           "body_lr_mult", "max_epochs", "batch_size", "optimizer",
-                          "schedule", "weight_decay")}
+                          "schedule", "weight_decay", "wise_alpha")}
         rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": seed,
                      **scores(test[1], proba, rep.classes_), "fit_s": round(fit_s, 2),
                      "settings": {**shown, "augment": augment_name(rep.augment)},
@@ -343,6 +373,11 @@ def feature_recipes(quick: bool) -> list[Recipe]:
             Recipe(f"bnn {short}", "bnn", [layer],
                    lambda s: rp.BNNRepurposer(n_iter=bnn_iter, **q, random_state=s)),
         ]
+    out += [  # the lower layers, linear probe only (the best single layer far from ImageNet)
+        Recipe(f"lr {SHORT[layer]}", "lr", [layer],
+               lambda s: rp.LogisticRegressionRepurposer(**q, random_state=s))
+        for layer in PROBE if layer not in SINGLE
+    ]
     out += [
         Recipe("lr concat", "multi", SINGLE,
                lambda s: rp.LogisticRegressionRepurposer(**q, random_state=s)),
@@ -455,7 +490,8 @@ FIGURE = ["lr fire9", "lr pool_final", "lr concat", "ensemble lr", "gp fire9", "
           "gated experts 4 layers", "gated experts fire9+final"]
 
 
-def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path,
+           target: str = "flowers12") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -478,7 +514,7 @@ def figure(summary: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
         ax.set_ylabel(f"validation {metric}")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("flowers12 with ImageNet SqueezeNet features (mean over the seeds run)")
+    fig.suptitle(f"{target} with ImageNet SqueezeNet features (mean over the seeds run)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -489,6 +525,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data, one seed: a smoke run")
     parser.add_argument("--only", choices=("features", "finetune"), default=None)
     parser.add_argument("--data", type=Path, default=REALDATA)
+    parser.add_argument("--target", choices=tuple(TARGETS), default="flowers12",
+                        help="flowers12 (near ImageNet) or digits (scikit-learn's 8x8 "
+                        "digits, far from it; 60 train and 30 test images per digit)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--ks", default="5,10,20,all",
                         help="training images per class, comma-separated ('all': every one)")
@@ -531,13 +570,16 @@ def main() -> None:
     handler = load_handler(args.data)
     flowers = args.data / "flowers12"
     reuse = cached(args.cache, "train"), cached(args.cache, "val")
-    if args.holdout is not None:  # the cache holds the real split's features
+    if args.holdout is not None or args.target != "flowers12":  # the cache holds flowers12's
         reuse = None, None
     if args.only == "features" and reuse[0] is not None and reuse[1] is not None:
         (f_train, y_train), (f_test, y_test) = reuse
     else:
-        train = load_split(handler, flowers / "train", 6 if args.quick else None)
-        test = load_split(handler, flowers / "val", 3 if args.quick else None)
+        if args.target == "digits":
+            train, test = load_digits(handler, (6, 3) if args.quick else (60, 30))
+        else:
+            train = load_split(handler, flowers / "train", 6 if args.quick else None)
+            test = load_split(handler, flowers / "val", 3 if args.quick else None)
         if args.holdout is not None:
             train, test = holdout(train, args.holdout)
         y_train, y_test = train[1], test[1]
@@ -550,7 +592,8 @@ def main() -> None:
     if args.only != "finetune":
         if reuse[0] is None or reuse[1] is None or args.only != "features":
             with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
-                cache = Path(tmp) if args.cache is None or args.holdout else args.cache
+                cache = (Path(tmp) if args.cache is None or args.holdout
+                         or args.target != "flowers12" else args.cache)
                 cache.mkdir(parents=True, exist_ok=True)
                 f_train = extract(handler, train, cache, "train")
                 f_test = extract(handler, test, cache, "val")
@@ -576,9 +619,9 @@ def main() -> None:
     report = {
         "benchmark": "transfer",
         "source": "ImageNet SqueezeNet v1.0 (Caffe), pooled fireN/concat and pool_final",
-        "target": "flowers12: 12 classes, train K per class, test on val (20 per class)"
-        if args.holdout is None else f"flowers12: 12 classes, train photos only: "
-        f"{args.holdout} per class held out as the test, trained on the rest",
+        "target": TARGETS[args.target] if args.holdout is None else
+        f"{args.target}: training images only: {args.holdout} per class held out as the "
+        "test, trained on the rest",
         "quick": args.quick, "holdout": args.holdout,
         "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
@@ -619,7 +662,7 @@ def finish(report: dict[str, Any], out: Path | None, fig: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
     if fig is not None:
-        figure(report["summary"], fig)
+        figure(report["summary"], fig, report["target"].split(":")[0])
     print(markdown(report["summary"]), file=sys.stderr)
 
 

@@ -44,3 +44,13 @@ def test_benchmark_quick_prints_json(script: Path) -> None:
         for line in out.splitlines():
             if line.strip():
                 json.loads(line)
+
+
+def test_transfer_benchmark_runs_on_a_target_far_from_imagenet() -> None:
+    result = _run(["benchmarks/bench_transfer.py", "--quick", "--target", "digits",
+                   "--only", "features", "--recipes", "lr fire9,head2toe"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["target"].startswith("scikit-learn digits")
+    assert (report["n_train"], report["n_test"]) == (60, 30)
+    assert {r["recipe"] for r in report["rows"]} == {"lr fire9", "head2toe"}
