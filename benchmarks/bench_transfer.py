@@ -56,6 +56,7 @@ import torch
 
 import repurpose as rp
 from repurpose import metrics
+from repurpose.repurposers._lpft import interpolate_weights, snapshot
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 SINGLE = ["fire7/concat", "fire8/concat", "fire9/concat", "pool_final"]
@@ -238,10 +239,13 @@ QUICK_FINETUNE = ("lp-ft head", "lp-ft all crops C0.05")  # cached; whole networ
 def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                   test: tuple[torch.Tensor, np.ndarray], quick: bool,
                   names: Sequence[str], checkpoints: Path | None = None,
-                  budget: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+                  budget: int | None = None, seed: int = 0, wise_alphas: Sequence[float] = (),
+                  tag: str = "") -> list[dict[str, Any]]:
     """Fine-tune each named recipe. With ``checkpoints``, every epoch is saved there and a
     recipe stopped by ``budget`` (epochs per process) resumes in a later run; its row is
-    written by the run that finishes it (``fit_s`` is then that run's share only)."""
+    written by the run that finishes it (``fit_s`` is then that run's share only). With
+    ``wise_alphas``, the recipe is trained without WiSE-FT and each ``a`` gets a row of
+    its own (``wise_rows``). ``tag`` is appended to every recipe name."""
     rows = []
     for name in names:
         settings = {"batch_size": 32, **FINETUNE[name]}
@@ -250,6 +254,8 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
         if quick:
             settings["max_epochs"] = 1
         settings.setdefault("transfer_layer", "fire9/concat")
+        if wise_alphas:
+            settings["wise_alpha"] = 1.0
         rep = rp.FineTuneRepurposer(
             handler, validation_fraction=0.0, patience=None,
             random_state=seed, progress=False,
@@ -269,12 +275,36 @@ def finetune_rows(handler: Any, train: tuple[torch.Tensor, np.ndarray],
                  if k in ("transfer_layer", "freeze", "head_init", "probe_C", "lr",
                           "body_lr_mult", "max_epochs", "batch_size", "optimizer",
                           "schedule", "weight_decay", "wise_alpha")}
-        rows.append({"recipe": name, "family": "finetune", "K": "all", "seed": seed,
+        rows.append({"recipe": name + tag, "family": "finetune", "K": "all", "seed": seed,
                      **scores(test[1], proba, rep.classes_), "fit_s": round(fit_s, 2),
                      "settings": {**shown, "augment": augment_name(rep.augment)},
                      "train_loss": [round(v, 4) for v in rep.history_["loss"]]})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
+        if wise_alphas:
+            rows += wise_rows(rep, train, test, wise_alphas, rows[-1])
     return rows
+
+
+def wise_rows(rep: Any, train: tuple[torch.Tensor, np.ndarray],
+              test: tuple[torch.Tensor, np.ndarray], alphas: Sequence[float],
+              row: dict[str, Any]) -> list[dict[str, Any]]:
+    """WiSE-FT at each ``a`` of ``alphas`` from one fine-tuned ``rep`` (its ``row``): the
+    LP-FT start is refitted (``wise_alpha=0``, one epoch: exactly the start), then every
+    mix ``(1 - a) * start + a * fine-tuned`` is scored. The same as ``wise_alpha=a``."""
+    start = type(rep)(**{**rep.get_params(), "wise_alpha": 0.0, "max_epochs": 1,
+                         "checkpoint_dir": None, "callbacks": None}).fit(train[0], train[1])
+    begin, end = snapshot(start.model_), snapshot(rep.model_)
+    out = []
+    for alpha in alphas:
+        rep.model_.load_state_dict(end)
+        interpolate_weights(rep.model_, begin, float(alpha))
+        proba = rep.predict_proba(test[0])
+        out.append({**row, "recipe": f"{row['recipe']} wise{alpha:g}",
+                    **scores(test[1], proba, rep.classes_),
+                    "settings": {**row["settings"], "wise_alpha": float(alpha)}})
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)  # progress
+    rep.model_.load_state_dict(end)
+    return out
 
 
 # ----- feature recipes ---------------------------------------------------------------------
@@ -415,10 +445,22 @@ def fit_predict(r: Recipe, seed: int, train: dict[str, np.ndarray], y: np.ndarra
     return rep, rep.predict_proba_features({name: test[name] for name in r.layers}), fit_s
 
 
+def test_set(train: dict[str, np.ndarray], y: np.ndarray, idx: np.ndarray,
+             test: dict[str, np.ndarray], y_test: np.ndarray, rest: bool
+             ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A split's test features and labels: the test split, and with ``rest`` also every
+    training photo not drawn for this split (``--test-rest``: a larger test at small K)."""
+    unused = np.setdiff1d(np.arange(len(y)), idx)
+    if not rest or len(unused) == 0:
+        return test, y_test
+    return ({name: np.concatenate([test[name], train[name][unused]]) for name in test},
+            np.concatenate([y_test, y[unused]]))
+
+
 def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
                  train: dict[str, np.ndarray], y: np.ndarray, test: dict[str, np.ndarray],
-                 y_test: np.ndarray, ks: Sequence[int | None], n_seeds: int
-                 ) -> list[dict[str, Any]]:
+                 y_test: np.ndarray, ks: Sequence[int | None], n_seeds: int,
+                 rest: bool = False) -> list[dict[str, Any]]:
     """For each pair ``(a, b)``, split and seed: accuracy and ECE of a minus b, with a 95%
     paired-bootstrap interval over the test photos (``repurpose.metrics.paired_bootstrap``)."""
     by_name = {r.name: r for r in recipes}
@@ -427,12 +469,14 @@ def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
     for k in ks:
         for seed in range(1 if k is None else n_seeds):
             idx = subsample(y, k, seed)
-            fitted = {n: fit_predict(by_name[n], seed, train, y, idx, test)[:2] for n in names}
+            x_split, y_split = test_set(train, y, idx, test, y_test, rest)
+            fitted = {n: fit_predict(by_name[n], seed, train, y, idx, x_split)[:2]
+                      for n in names}
             for a, b in pairs:
                 row: dict[str, Any] = {"a": a, "b": b, "K": "all" if k is None else k,
-                                       "seed": seed}
+                                       "seed": seed, "n_test": len(y_split)}
                 for m in ("accuracy", "ece"):
-                    diff = metrics.paired_bootstrap(y_test, fitted[a][1], fitted[b][1],
+                    diff = metrics.paired_bootstrap(y_split, fitted[a][1], fitted[b][1],
                                                     metric=m, classes=fitted[a][0].classes_)
                     row[m] = {key: round(v, 4) for key, v in diff.items()}
                 rows.append(row)
@@ -452,16 +496,18 @@ def compare_pairs(spec: str | None, quick: bool, parser: argparse.ArgumentParser
 
 def feature_rows(recipes: Sequence[Recipe], train: dict[str, np.ndarray], y: np.ndarray,
                  test: dict[str, np.ndarray], y_test: np.ndarray, ks: Sequence[int | None],
-                 n_seeds: int) -> list[dict[str, Any]]:
+                 n_seeds: int, rest: bool = False) -> list[dict[str, Any]]:
     rows = []
     for k in ks:
         for seed in range(1 if k is None else n_seeds):
             idx = subsample(y, k, seed)
+            x_split, y_split = test_set(train, y, idx, test, y_test, rest)
             for r in recipes:
-                rep, proba, fit_s = fit_predict(r, seed, train, y, idx, test)
+                rep, proba, fit_s = fit_predict(r, seed, train, y, idx, x_split)
                 rows.append({"recipe": r.name, "family": r.family,
                              "K": "all" if k is None else k, "seed": seed,
-                             **scores(y_test, proba, rep.classes_), "fit_s": round(fit_s, 2)})
+                             **scores(y_split, proba, rep.classes_), "fit_s": round(fit_s, 2),
+                             **({"n_test": len(y_split)} if rest else {})})
                 if hasattr(rep, "best_"):
                     rows[-1]["chosen"] = dict(rep.best_)
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
@@ -548,6 +594,11 @@ def main() -> None:
                         'interval (--quick: "gp fire9/lr fire9")')
     parser.add_argument("--finetune-seed", type=int, default=0,
                         help="random_state of the fine-tuning runs (shuffling, crops, head)")
+    parser.add_argument("--wise-alphas", default=None,
+                        help='WiSE-FT: "0,0.5,1" also scores each mix of the LP-FT start '
+                        "and the fine-tuned weights (one fine-tuning run per recipe)")
+    parser.add_argument("--drop9-off", action="store_true",
+                        help="fine-tune with SqueezeNet's own dropout (drop9, p = 0.5) off")
     parser.add_argument("--checkpoints", type=Path, default=None,
                         help="save fine-tuning checkpoints here (a later run resumes)")
     parser.add_argument("--epoch-budget", type=int, default=None,
@@ -556,6 +607,9 @@ def main() -> None:
                         help="test on this many training photos per class (a seeded draw) "
                         "and train on the rest; the val photos are not used. For choosing "
                         "settings without looking at the test split")
+    parser.add_argument("--test-rest", action="store_true",
+                        help="at K < all, test on the val photos and every training photo "
+                        "not drawn for the split (about 900 photos at K = 5 instead of 240)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="accuracy/ECE plot (PNG)")
@@ -568,6 +622,8 @@ def main() -> None:
     pairs = compare_pairs(args.compare, args.quick, parser)
     torch.set_num_threads(args.threads)
     handler = load_handler(args.data)
+    if args.drop9_off:
+        handler.module.drop9.p = 0.0  # surgery and fine-tuning keep the edit
     flowers = args.data / "flowers12"
     reuse = cached(args.cache, "train"), cached(args.cache, "val")
     if args.holdout is not None or args.target != "flowers12":  # the cache holds flowers12's
@@ -605,16 +661,19 @@ def main() -> None:
             wanted = set(args.recipes.split(","))
             recipes = [r for r in recipes if r.name in wanted or r.family in wanted]
         rows += feature_rows(recipes, f_train, y_train, f_test, y_test,
-                             ks, 1 if args.quick else args.seeds)
+                             ks, 1 if args.quick else args.seeds, args.test_rest)
         comparisons = compare_rows(feature_recipes(args.quick), pairs, f_train, y_train,
-                                   f_test, y_test, ks, 1 if args.quick else args.seeds)
+                                   f_test, y_test, ks, 1 if args.quick else args.seeds,
+                                   args.test_rest)
     if args.only != "features":
         names = args.finetune.split(",")
         unknown = sorted(set(names) - set(FINETUNE))
         if unknown:
             parser.error(f"--finetune: unknown {unknown}; choose from {list(FINETUNE)}")
+        alphas = [float(a) for a in args.wise_alphas.split(",")] if args.wise_alphas else []
         rows += finetune_rows(handler, train, test, args.quick, names, args.checkpoints,
-                              args.epoch_budget, args.finetune_seed)
+                              args.epoch_budget, args.finetune_seed, alphas,
+                              ", drop9 off" if args.drop9_off else "")
     summary = summarise(rows)
     report = {
         "benchmark": "transfer",
@@ -622,7 +681,7 @@ def main() -> None:
         "target": TARGETS[args.target] if args.holdout is None else
         f"{args.target}: training images only: {args.holdout} per class held out as the "
         "test, trained on the rest",
-        "quick": args.quick, "holdout": args.holdout,
+        "quick": args.quick, "holdout": args.holdout, "test_rest": args.test_rest,
         "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
         "torch_threads": args.threads, "machine": platform.machine(),

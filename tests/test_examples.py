@@ -48,9 +48,24 @@ def test_benchmark_quick_prints_json(script: Path) -> None:
 
 def test_transfer_benchmark_runs_on_a_target_far_from_imagenet() -> None:
     result = _run(["benchmarks/bench_transfer.py", "--quick", "--target", "digits",
-                   "--only", "features", "--recipes", "lr fire9,head2toe"])
+                   "--only", "features", "--recipes", "lr fire9,head2toe", "--test-rest"])
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["target"].startswith("scikit-learn digits")
     assert (report["n_train"], report["n_test"]) == (60, 30)
     assert {r["recipe"] for r in report["rows"]} == {"lr fire9", "head2toe"}
+    # --test-rest: at K = 2 of 6 per digit, the 4 not drawn join the 3 test images per digit
+    assert {(r["K"], r.get("n_test")) for r in report["rows"]} == {(2, 70), ("all", 30)}
+    assert {c["n_test"] for c in report["comparisons"]} == {70, 30}
+
+
+def test_transfer_benchmark_sweeps_wise_ft_from_one_fine_tuning_run() -> None:
+    result = _run(["benchmarks/bench_transfer.py", "--quick", "--only", "finetune",
+                   "--finetune", "lp-ft head", "--wise-alphas", "0,0.5,1", "--drop9-off"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["recipe"]: r for r in json.loads(result.stdout)["rows"]}
+    name = "lp-ft head, drop9 off"
+    assert set(rows) == {name, f"{name} wise0", f"{name} wise0.5", f"{name} wise1"}
+    assert rows[f"{name} wise0.5"]["settings"]["wise_alpha"] == 0.5
+    # a = 1 is the fine-tuned network itself
+    assert rows[f"{name} wise1"]["nll"] == rows[name]["nll"]
