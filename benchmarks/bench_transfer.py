@@ -457,10 +457,55 @@ def test_set(train: dict[str, np.ndarray], y: np.ndarray, idx: np.ndarray,
             np.concatenate([y_test, y[unused]]))
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How every split is trained and tested: the features and labels of the training and
+    test photos, ``rest`` (``--test-rest``) and ``folds`` (``--pool-folds``: at K = all,
+    out-of-fold predictions over the training and test photos pooled, so every photo is
+    tested once, by a model that never saw it)."""
+
+    train: dict[str, np.ndarray]
+    y: np.ndarray
+    test: dict[str, np.ndarray]
+    y_test: np.ndarray
+    rest: bool = False
+    folds: int = 0
+
+    def run(self, r: Recipe, k: int | None, seed: int
+            ) -> tuple[Any, np.ndarray, float, np.ndarray]:
+        """``(fitted repurposer, probabilities, fit seconds, their true labels)``."""
+        if k is None and self.folds:
+            return self._pooled(r, seed)
+        idx = subsample(self.y, k, seed)
+        x, y_eval = test_set(self.train, self.y, idx, self.test, self.y_test, self.rest)
+        return (*fit_predict(r, seed, self.train, self.y, idx, x), y_eval)
+
+    def _pooled(self, r: Recipe, seed: int) -> tuple[Any, np.ndarray, float, np.ndarray]:
+        from sklearn.model_selection import StratifiedKFold
+
+        feats = {n: np.concatenate([self.train[n], self.test[n]]) for n in r.layers}
+        labels = np.concatenate([self.y, self.y_test])
+        proba: np.ndarray | None = None
+        total = 0.0
+        folds = StratifiedKFold(self.folds, shuffle=True, random_state=seed)
+        for fit_idx, test_idx in folds.split(labels, labels):
+            rep, p, fit_s = fit_predict(r, seed, feats, labels, fit_idx,
+                                        {n: f[test_idx] for n, f in feats.items()})
+            proba = np.zeros((len(labels), p.shape[1])) if proba is None else proba
+            proba[test_idx] = p
+            total += fit_s
+        assert proba is not None
+        return rep, proba, total / self.folds, labels
+
+    @property
+    def tag(self) -> dict[str, Any]:
+        """What a row records of the protocol (nothing for the default one)."""
+        return {"pool_folds": self.folds} if self.folds else {}
+
+
 def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
-                 train: dict[str, np.ndarray], y: np.ndarray, test: dict[str, np.ndarray],
-                 y_test: np.ndarray, ks: Sequence[int | None], n_seeds: int,
-                 rest: bool = False) -> list[dict[str, Any]]:
+                 protocol: Protocol, ks: Sequence[int | None], n_seeds: int
+                 ) -> list[dict[str, Any]]:
     """For each pair ``(a, b)``, split and seed: accuracy and ECE of a minus b, with a 95%
     paired-bootstrap interval over the test photos (``repurpose.metrics.paired_bootstrap``)."""
     by_name = {r.name: r for r in recipes}
@@ -468,13 +513,11 @@ def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
     rows = []
     for k in ks:
         for seed in range(1 if k is None else n_seeds):
-            idx = subsample(y, k, seed)
-            x_split, y_split = test_set(train, y, idx, test, y_test, rest)
-            fitted = {n: fit_predict(by_name[n], seed, train, y, idx, x_split)[:2]
-                      for n in names}
+            fitted = {n: protocol.run(by_name[n], k, seed) for n in names}
+            y_split = fitted[names[0]][3] if names else protocol.y_test
             for a, b in pairs:
                 row: dict[str, Any] = {"a": a, "b": b, "K": "all" if k is None else k,
-                                       "seed": seed, "n_test": len(y_split)}
+                                       "seed": seed, "n_test": len(y_split), **protocol.tag}
                 for m in ("accuracy", "ece"):
                     diff = metrics.paired_bootstrap(y_split, fitted[a][1], fitted[b][1],
                                                     metric=m, classes=fitted[a][0].classes_)
@@ -494,20 +537,19 @@ def compare_pairs(spec: str | None, quick: bool, parser: argparse.ArgumentParser
     return [(a, b) for a, b in pairs] or ([("gp fire9", "lr fire9")] if quick else [])
 
 
-def feature_rows(recipes: Sequence[Recipe], train: dict[str, np.ndarray], y: np.ndarray,
-                 test: dict[str, np.ndarray], y_test: np.ndarray, ks: Sequence[int | None],
-                 n_seeds: int, rest: bool = False) -> list[dict[str, Any]]:
+def feature_rows(recipes: Sequence[Recipe], protocol: Protocol, ks: Sequence[int | None],
+                 n_seeds: int) -> list[dict[str, Any]]:
     rows = []
     for k in ks:
         for seed in range(1 if k is None else n_seeds):
-            idx = subsample(y, k, seed)
-            x_split, y_split = test_set(train, y, idx, test, y_test, rest)
             for r in recipes:
-                rep, proba, fit_s = fit_predict(r, seed, train, y, idx, x_split)
+                rep, proba, fit_s, y_split = protocol.run(r, k, seed)
                 rows.append({"recipe": r.name, "family": r.family,
                              "K": "all" if k is None else k, "seed": seed,
                              **scores(y_split, proba, rep.classes_), "fit_s": round(fit_s, 2),
-                             **({"n_test": len(y_split)} if rest else {})})
+                             **({"n_test": len(y_split)}
+                                if protocol.rest or protocol.folds else {}),
+                             **protocol.tag})
                 if hasattr(rep, "best_"):
                     rows[-1]["chosen"] = dict(rep.best_)
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress
@@ -610,6 +652,9 @@ def main() -> None:
     parser.add_argument("--test-rest", action="store_true",
                         help="at K < all, test on the val photos and every training photo "
                         "not drawn for the split (about 900 photos at K = 5 instead of 240)")
+    parser.add_argument("--pool-folds", type=int, default=0,
+                        help="at K = all, pool the training and test photos and test each "
+                        "by N-fold cross-fitting (960 test photos on the flowers, not 240)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="accuracy/ECE plot (PNG)")
@@ -660,11 +705,10 @@ def main() -> None:
         if args.recipes is not None:
             wanted = set(args.recipes.split(","))
             recipes = [r for r in recipes if r.name in wanted or r.family in wanted]
-        rows += feature_rows(recipes, f_train, y_train, f_test, y_test,
-                             ks, 1 if args.quick else args.seeds, args.test_rest)
-        comparisons = compare_rows(feature_recipes(args.quick), pairs, f_train, y_train,
-                                   f_test, y_test, ks, 1 if args.quick else args.seeds,
-                                   args.test_rest)
+        protocol = Protocol(f_train, y_train, f_test, y_test, args.test_rest, args.pool_folds)
+        n_seeds = 1 if args.quick else args.seeds
+        rows += feature_rows(recipes, protocol, ks, n_seeds)
+        comparisons = compare_rows(feature_recipes(args.quick), pairs, protocol, ks, n_seeds)
     if args.only != "features":
         names = args.finetune.split(",")
         unknown = sorted(set(names) - set(FINETUNE))
@@ -682,6 +726,7 @@ def main() -> None:
         f"{args.target}: training images only: {args.holdout} per class held out as the "
         "test, trained on the rest",
         "quick": args.quick, "holdout": args.holdout, "test_rest": args.test_rest,
+        "pool_folds": args.pool_folds,
         "n_train": len(y_train), "n_test": len(y_test),
         "seeds": 1 if args.quick else args.seeds,
         "torch_threads": args.threads, "machine": platform.machine(),

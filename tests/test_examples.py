@@ -48,15 +48,18 @@ def test_benchmark_quick_prints_json(script: Path) -> None:
 
 def test_transfer_benchmark_runs_on_a_target_far_from_imagenet() -> None:
     result = _run(["benchmarks/bench_transfer.py", "--quick", "--target", "digits",
-                   "--only", "features", "--recipes", "lr fire9,head2toe", "--test-rest"])
+                   "--only", "features", "--recipes", "lr fire9,head2toe", "--test-rest",
+                   "--pool-folds", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert report["target"].startswith("scikit-learn digits")
     assert (report["n_train"], report["n_test"]) == (60, 30)
     assert {r["recipe"] for r in report["rows"]} == {"lr fire9", "head2toe"}
-    # --test-rest: at K = 2 of 6 per digit, the 4 not drawn join the 3 test images per digit
-    assert {(r["K"], r.get("n_test")) for r in report["rows"]} == {(2, 70), ("all", 30)}
-    assert {c["n_test"] for c in report["comparisons"]} == {70, 30}
+    # --test-rest: at K = 2 of 6 per digit, the 4 not drawn join the 3 test images per digit;
+    # --pool-folds: at K = all, all 9 per digit are tested once, out of fold
+    assert {(r["K"], r.get("n_test")) for r in report["rows"]} == {(2, 70), ("all", 90)}
+    assert {c["n_test"] for c in report["comparisons"]} == {70, 90}
+    assert all(r["accuracy"] > 0.2 for r in report["rows"])  # 10 classes: chance is 0.1
 
 
 def test_transfer_benchmark_sweeps_wise_ft_from_one_fine_tuning_run() -> None:
