@@ -240,18 +240,22 @@ class FineTuneRepurposer(NetworkRepurposer):
         if isinstance(model.head, StandardizedHead):  # head_init="probe"
             fit_probe_head(model.head, features.source.tensors[0], features.y,
                            float(self.probe_C))
-        start = snapshot(model) if self.wise_alpha < 1 else None
-        if not cache:
-            super()._fit_model(model, body, X, y, seed)
-        else:
+        start = snapshot(model) if self.wise_alpha < 1 else None  # WiSE-FT's end point
+        if cache:
             val_features = None if val is None else self._features(model.body, val)
-            layers = layers_from_modules([("head", model.head)], pretrained=False)
-            groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
-            self.history_ = Trainer(model.head, groups, self._settings(seed)).fit(
-                features, val=val_features)
+            self._fit_head(model.head, features, val_features, seed)
+        else:
+            super()._fit_model(model, body, X, y, seed)
         if start is not None:
             interpolate_weights(model, start, float(self.wise_alpha))
         return None
+
+    def _fit_head(self, head: nn.Module, features: _FeatureSplit,
+                  val: _FeatureSplit | None, seed: int) -> None:
+        """Train the head alone on the body's cached features."""
+        layers = layers_from_modules([("head", head)], pretrained=False)
+        groups = build_param_groups(layers, float(self.lr), float(self.weight_decay))
+        self.history_ = Trainer(head, groups, self._settings(seed)).fit(features, val=val)
 
     def _features(self, body: nn.Module, data: Split) -> _FeatureSplit:
         """The pooled outputs of the (frozen) body for ``data``, computed once."""

@@ -11,6 +11,9 @@ blow up. :func:`fit_probe_head` fits that probe with :class:`LogisticRegressionR
 :func:`body_features` runs a body once over a split (eval mode, pooled): when nothing in the
 body trains, the head is trained on these cached features instead of re-running the body
 every epoch.
+
+:func:`snapshot` and :func:`interpolate_weights` are WiSE-FT (Wortsman et al., CVPR 2022):
+the weights of the LP-FT start and of the fine-tuned network, averaged.
 """
 
 from __future__ import annotations
