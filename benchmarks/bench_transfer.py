@@ -36,6 +36,17 @@ photos per class (a seeded draw), trains on the other 40 and never reads the val
 
     python benchmarks/bench_transfer.py --only finetune --holdout 20 \
         --finetune "lp-ft fire8-9 crops,lp-ft fire8-9 crops C0.05" --out ho.json
+
+``--wise-alphas 0,0.5,1`` scores each WiSE-FT mix of a fine-tuning run (one run per
+recipe); ``--drop9-off`` fine-tunes with SqueezeNet's own dropout off.
+
+Larger tests, for margins of a photo or two: ``--test-rest`` tests each split at K < all
+on the val photos and every training photo not drawn for it; ``--pool-folds 4`` tests
+K = all on every photo by 4-fold cross-fitting over train + val. ``--target digits``
+runs the feature recipes on a target far from ImageNet (scikit-learn's digits)::
+
+    python benchmarks/bench_transfer.py --only features --ks all --pool-folds 4
+    python benchmarks/bench_transfer.py --target digits --only features --recipes lr,head2toe
 """
 
 from __future__ import annotations
@@ -665,6 +676,8 @@ def main() -> None:
                   "summary": summarise(rows), "rows": rows}
         return finish(report, args.out, args.figure)
     pairs = compare_pairs(args.compare, args.quick, parser)
+    if args.pool_folds < 0 or args.pool_folds == 1:
+        parser.error(f"--pool-folds {args.pool_folds}: use 0 (off) or 2 or more folds")
     torch.set_num_threads(args.threads)
     handler = load_handler(args.data)
     if args.drop9_off:
