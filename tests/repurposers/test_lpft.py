@@ -160,3 +160,18 @@ def test_interpolate_weights_keeps_integer_buffers_and_follows_the_line():
     interpolate_weights(net, start, 0.5)
     torch.testing.assert_close(net.weight.detach(), torch.full((3,), 2.0))
     assert int(net.num_batches_tracked) == 7
+
+
+def test_another_wise_alpha_reuses_a_finished_checkpoint(tmp_path):
+    handler, X, y = _problem()
+    epochs = []
+    kw = {"transfer_layer": "conv2", "freeze": None, "head_init": "probe", "max_epochs": 2,
+          "lr": 0.05, "validation_fraction": 0.0, "patience": None, "progress": False,
+          "random_state": 0, "callbacks": [lambda epoch, logs: epochs.append(epoch)]}
+    rp.FineTuneRepurposer(handler, wise_alpha=0.5, checkpoint_dir=tmp_path, **kw).fit(X, y)
+    assert epochs == [0, 1]
+    again = rp.FineTuneRepurposer(handler, wise_alpha=0.25, checkpoint_dir=tmp_path,
+                                  **kw).fit(X, y)
+    assert epochs == [0, 1]  # no epoch trained again: only the average changed
+    fresh = rp.FineTuneRepurposer(handler, wise_alpha=0.25, **kw).fit(X, y)
+    np.testing.assert_allclose(again.predict_proba(X), fresh.predict_proba(X), atol=1e-6)
