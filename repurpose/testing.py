@@ -22,6 +22,7 @@ from sklearn.base import clone
 from repurpose._exceptions import NotFittedError
 from repurpose.repurposers._base import MetaModelRepurposer, Repurposer
 from repurpose.repurposers._io import load
+from repurpose.repurposers._training import snapshot
 
 __all__ = ["TinyProblem", "tiny_problem", "check_repurposer"]
 
@@ -226,7 +227,7 @@ def _check_errors(rep: Repurposer, factory: Factory, p: TinyProblem) -> None:
 
 def _module_snapshot(module: torch.nn.Module) -> dict[str, Any]:
     return {
-        "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
+        "state": snapshot(module),
         "grad": {k: v.requires_grad for k, v in module.named_parameters()},
         "training": {k: m.training for k, m in module.named_modules()},
     }

@@ -15,7 +15,6 @@ from repurpose.repurposers._lpft import (
     fit_probe_head,
     has_dropout,
     interpolate_weights,
-    snapshot,
 )
 from repurpose.repurposers._network import (
     HEAD_PARAMS,
@@ -30,7 +29,7 @@ from repurpose.repurposers._network import (
 from repurpose.repurposers._param_groups import build_param_groups, layers_from_modules
 from repurpose.repurposers._registry import register_repurposer
 from repurpose.repurposers._train_data import Source, Split, TensorSource
-from repurpose.repurposers._training import Trainer
+from repurpose.repurposers._training import Trainer, snapshot
 
 __all__ = ["FineTuneRepurposer"]
 

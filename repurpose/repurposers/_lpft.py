@@ -12,8 +12,8 @@ blow up. :func:`fit_probe_head` fits that probe with :class:`LogisticRegressionR
 body trains, the head is trained on these cached features instead of re-running the body
 every epoch.
 
-:func:`snapshot` and :func:`interpolate_weights` are WiSE-FT (Wortsman et al., CVPR 2022):
-the weights of the LP-FT start and of the fine-tuned network, averaged.
+:func:`interpolate_weights` is WiSE-FT (Wortsman et al., CVPR 2022): the weights of the
+LP-FT start (a ``_training.snapshot``) and of the fine-tuned network, averaged.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from repurpose.repurposers._train_data import Split
 from repurpose.repurposers._training import predict_logits
 
 __all__ = ["StandardizedHead", "PooledBody", "body_features", "fit_probe_head",
-           "has_dropout", "snapshot", "interpolate_weights"]
+           "has_dropout", "interpolate_weights"]
 
 
 class StandardizedHead(nn.Module):
@@ -103,11 +103,6 @@ def fit_probe_head(head: StandardizedHead, features: torch.Tensor, y: torch.Tens
         head.linear.weight.copy_(torch.as_tensor(weight))
         head.linear.bias.copy_(torch.as_tensor(bias))
     return probe
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of ``model``'s state (parameters and buffers)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def interpolate_weights(model: nn.Module, start: dict[str, torch.Tensor], alpha: float

@@ -13,6 +13,7 @@ from torch import nn
 from repurpose.repurposers._base import MetaModelRepurposer
 from repurpose.repurposers._io import arrays_to_module_state, module_state_to_arrays
 from repurpose.repurposers._registry import register_repurposer
+from repurpose.repurposers._training import snapshot
 
 __all__ = ["MLPRepurposer"]
 
@@ -167,7 +168,7 @@ def _train(
         val = _loss(net, X_val, y_val, loss_fn, device)
         if val < best - 1e-6:
             best, wait = val, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_state = snapshot(net)
         else:
             wait += 1
             if wait >= opts.patience:

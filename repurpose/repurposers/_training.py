@@ -48,7 +48,7 @@ from repurpose.repurposers._recipe import CaffeSGD, check_schedule_spec, schedul
 from repurpose.repurposers._train_data import Source, Split, TensorSource, epoch_batches
 
 __all__ = ["TrainSettings", "Trainer", "as_split", "predict_logits", "split_validation",
-           "lr_factor"]
+           "lr_factor", "snapshot"]
 
 Inputs = tuple[torch.Tensor, ...]
 # What the loop accepts: a Split, or (for in-memory data) a tuple of input tensors + labels.
@@ -168,6 +168,11 @@ def split_validation(
         val.extend(idx[:take])
     val_idx = np.sort(np.asarray(val, dtype=np.int64))
     return np.setdiff1d(np.arange(len(y)), val_idx), val_idx
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s state (parameters and buffers)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -453,7 +458,7 @@ class Trainer:
         if val is not None:
             if val_loss < self._best_loss:
                 self._best_loss, self._bad_epochs = val_loss, 0
-                self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self._best = snapshot(self.model)
             else:
                 self._bad_epochs += 1
         return logs
