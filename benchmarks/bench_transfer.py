@@ -67,7 +67,8 @@ import torch
 
 import repurpose as rp
 from repurpose import metrics
-from repurpose.repurposers._lpft import interpolate_weights, snapshot
+from repurpose.repurposers._lpft import interpolate_weights
+from repurpose.repurposers._training import snapshot
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 SINGLE = ["fire7/concat", "fire8/concat", "fire9/concat", "pool_final"]
@@ -525,8 +526,8 @@ def compare_rows(recipes: Sequence[Recipe], pairs: Sequence[tuple[str, str]],
     for k in ks:
         for seed in range(1 if k is None else n_seeds):
             fitted = {n: protocol.run(by_name[n], k, seed) for n in names}
-            y_split = fitted[names[0]][3] if names else protocol.y_test
             for a, b in pairs:
+                y_split = fitted[a][3]  # the same photos for every recipe of the split
                 row: dict[str, Any] = {"a": a, "b": b, "K": "all" if k is None else k,
                                        "seed": seed, "n_test": len(y_split), **protocol.tag}
                 for m in ("accuracy", "ece"):
@@ -683,8 +684,10 @@ def main() -> None:
     if args.drop9_off:
         handler.module.drop9.p = 0.0  # surgery and fine-tuning keep the edit
     flowers = args.data / "flowers12"
+    # --cache holds the features of flowers12's own train and val splits, nothing else
+    shares_cache = args.holdout is None and args.target == "flowers12"
     reuse = cached(args.cache, "train"), cached(args.cache, "val")
-    if args.holdout is not None or args.target != "flowers12":  # the cache holds flowers12's
+    if not shares_cache:
         reuse = None, None
     if args.only == "features" and reuse[0] is not None and reuse[1] is not None:
         (f_train, y_train), (f_test, y_test) = reuse
@@ -706,8 +709,7 @@ def main() -> None:
     if args.only != "finetune":
         if reuse[0] is None or reuse[1] is None or args.only != "features":
             with tempfile.TemporaryDirectory(prefix="bench_transfer_") as tmp:
-                cache = (Path(tmp) if args.cache is None or args.holdout
-                         or args.target != "flowers12" else args.cache)
+                cache = args.cache if args.cache is not None and shares_cache else Path(tmp)
                 cache.mkdir(parents=True, exist_ok=True)
                 f_train = extract(handler, train, cache, "train")
                 f_test = extract(handler, test, cache, "val")
